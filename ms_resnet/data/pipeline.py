@@ -1,0 +1,66 @@
+"""`mindspore.dataset` pipelines: reader -> augmentation -> normalisation -> batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mindspore as ms
+import mindspore.dataset as ds
+from mindspore.dataset import transforms, vision
+
+from ms_resnet.data.prepare import prepare_split, resolve_data_dir
+from ms_resnet.data.registry import DatasetInfo, get_dataset_info
+
+
+def _reader(info: DatasetInfo, folder: Path, split: str, shuffle: bool,
+            num_samples: int | None, num_shards: int | None,
+            shard_id: int | None, workers: int) -> ds.Dataset:
+    reader_cls = getattr(ds, info.reader)
+    kwargs = {"usage": split, "num_parallel_workers": workers}
+    if num_shards:
+        # Each shard gets 1/num_shards of the (optionally limited) split.
+        kwargs.update(shuffle=shuffle, num_shards=num_shards, shard_id=shard_id,
+                      num_samples=num_samples)
+    elif num_samples and shuffle:
+        # A fixed subset (the first N images), reshuffled every epoch.
+        kwargs.update(sampler=ds.SubsetRandomSampler(list(range(num_samples))))
+    elif num_samples:
+        kwargs.update(sampler=ds.SequentialSampler(num_samples=num_samples))
+    else:
+        kwargs.update(shuffle=shuffle)
+    return reader_cls(str(folder), **kwargs)
+
+
+def image_transforms(info: DatasetInfo, train: bool, augment: bool = True) -> list:
+    """Per-image ops on HWC uint8 input; the result is a normalised CHW float32 array."""
+    ops = []
+    if train and augment:
+        ops.append(vision.RandomCrop(info.image_size, padding=info.crop_padding))
+        if info.hflip:
+            ops.append(vision.RandomHorizontalFlip())
+    ops += [vision.Rescale(1.0 / 255.0, 0.0),
+            vision.Normalize(mean=list(info.mean), std=list(info.std)),
+            vision.HWC2CHW()]
+    return ops
+
+
+def create_dataset(dataset: str, split: str, batch_size: int, *,
+                   data_dir: str | None = None, train: bool | None = None,
+                   augment: bool = True, num_samples: int | None = None,
+                   num_shards: int | None = None, shard_id: int | None = None,
+                   num_parallel_workers: int = 2) -> ds.Dataset:
+    """Build the batched pipeline for one split.
+
+    `train` (default: split == "train") turns on shuffling, augmentation and dropping the last
+    partial batch, which keeps every training step the same shape so the graph compiles once.
+    """
+    info = get_dataset_info(dataset)
+    train = split == "train" if train is None else train
+    folder = prepare_split(info, resolve_data_dir(dataset, data_dir), split)
+    data = _reader(info, folder, split, train, num_samples, num_shards, shard_id,
+                   num_parallel_workers)
+    data = data.map(operations=image_transforms(info, train, augment), input_columns="image",
+                    num_parallel_workers=num_parallel_workers)
+    data = data.map(operations=transforms.TypeCast(ms.int32), input_columns="label",
+                    num_parallel_workers=num_parallel_workers)
+    return data.batch(batch_size, drop_remainder=train)

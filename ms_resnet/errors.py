@@ -1,0 +1,17 @@
+"""User-facing errors: each one is printed as a single line and ends the program with exit code 2."""
+
+
+class UserError(Exception):
+    """Something the user can fix (a config value, a missing file); never a bug in ms_resnet."""
+
+
+class ConfigError(UserError):
+    """An invalid config file, key or value."""
+
+
+class DataError(UserError):
+    """A dataset file that is missing, truncated or in the wrong format."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read or does not fit the network."""

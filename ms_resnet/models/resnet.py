@@ -1,0 +1,272 @@
+"""ResNet (He et al., "Deep Residual Learning for Image Recognition", 2016) in MindSpore.
+
+Layout follows torchvision: ``BasicBlock``/``Bottleneck`` with an ``expansion`` attribute, one
+``ResNet`` class with ``_make_layer`` and thin per-depth factories. Each block exposes ``branch``
+and ``shortcut`` so that ``block(x) == relu(branch(x) + shortcut(x))``.
+"""
+
+from collections.abc import Sequence
+
+from mindspore import Tensor, nn, ops
+from mindspore.common.initializer import HeNormal
+
+from . import register_model
+
+SHORTCUTS = ("A", "B")
+
+
+def _he_normal() -> HeNormal:
+    # Paper / torchvision init: Kaiming normal, fan_out, ReLU gain.
+    return HeNormal(mode="fan_out", nonlinearity="relu")
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution, padding 1, no bias (a BN follows)."""
+    return nn.Conv2d(in_channels, out_channels, 3, stride, pad_mode="pad", padding=1,
+                     has_bias=False, weight_init=_he_normal())
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution, no bias (a BN follows)."""
+    return nn.Conv2d(in_channels, out_channels, 1, stride, pad_mode="pad", padding=0,
+                     has_bias=False, weight_init=_he_normal())
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int,
+                 padding: int) -> nn.SequentialCell:
+    """Conv-BN-ReLU, used for the stems."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad_mode="pad",
+                     padding=padding, has_bias=False, weight_init=_he_normal())
+    return nn.SequentialCell([conv, nn.BatchNorm2d(out_channels), nn.ReLU()])
+
+
+def _check_shortcut(shortcut: str) -> None:
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+
+
+class ZeroPadShortcut(nn.Cell):
+    """Option A shortcut: strided subsampling plus zero channels; has no parameters.
+
+    The extra ``out_channels - in_channels`` zero channels are split evenly before and after
+    the input channels (the odd one, if any, goes at the end).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError("ZeroPadShortcut cannot reduce the number of channels")
+        self.stride = stride
+        extra = out_channels - in_channels
+        self.pad = ops.Pad(((0, 0), (extra // 2, extra - extra // 2), (0, 0), (0, 0)))
+
+    def construct(self, x: Tensor) -> Tensor:
+        # stride is a Python int attribute, so graph mode folds this branch at compile time.
+        if self.stride > 1:
+            x = x[:, :, ::self.stride, ::self.stride]
+        return self.pad(x)
+
+
+def make_shortcut(in_channels: int, out_channels: int, stride: int, shortcut: str) -> nn.Cell:
+    """Identity if shapes match, else option A (zero-pad) or B (1x1 conv + BN projection)."""
+    _check_shortcut(shortcut)
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    if shortcut == "A":
+        return ZeroPadShortcut(in_channels, out_channels, stride)
+    return nn.SequentialCell([conv1x1(in_channels, out_channels, stride),
+                              nn.BatchNorm2d(out_channels)])
+
+
+def _last_bn(channels: int, zero_init: bool) -> nn.BatchNorm2d:
+    # A zero gamma makes the block start as (ReLU of) its shortcut (Goyal et al., 2017).
+    return nn.BatchNorm2d(channels, gamma_init="zeros" if zero_init else "ones")
+
+
+class BasicBlock(nn.Cell):
+    """conv3x3(stride)-BN-ReLU-conv3x3-BN, plus shortcut, then ReLU."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 shortcut: str = "B", zero_init_residual: bool = False) -> None:
+        super().__init__()
+        self.branch = nn.SequentialCell([
+            conv3x3(in_channels, out_channels, stride),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+            conv3x3(out_channels, out_channels),
+            _last_bn(out_channels, zero_init_residual),
+        ])
+        self.shortcut = make_shortcut(in_channels, out_channels, stride, shortcut)
+        self.relu = nn.ReLU()
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.relu(self.branch(x) + self.shortcut(x))
+
+
+class Bottleneck(nn.Cell):
+    """1x1-3x3(stride)-1x1 bottleneck; outputs ``channels * expansion`` channels.
+
+    The stride sits on the 3x3 conv (torchvision's "ResNet v1.5"), not on the first 1x1.
+    """
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1,
+                 shortcut: str = "B", zero_init_residual: bool = False) -> None:
+        super().__init__()
+        out_channels = channels * self.expansion
+        self.branch = nn.SequentialCell([
+            conv1x1(in_channels, channels),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            conv3x3(channels, channels, stride),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            conv1x1(channels, out_channels),
+            _last_bn(out_channels, zero_init_residual),
+        ])
+        self.shortcut = make_shortcut(in_channels, out_channels, stride, shortcut)
+        self.relu = nn.ReLU()
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.relu(self.branch(x) + self.shortcut(x))
+
+
+Block = type[BasicBlock] | type[Bottleneck]
+
+
+class ResNet(nn.Cell):
+    """Generic ResNet: ``stem`` -> stages of residual blocks -> global average pool -> Dense.
+
+    ``widths[i]``/``strides[i]``/``layers[i]`` describe stage ``i``; ``stem_channels`` is the
+    number of channels the stem outputs.
+    """
+
+    def __init__(self, block: Block, layers: Sequence[int], widths: Sequence[int],
+                 strides: Sequence[int], stem: nn.Cell, stem_channels: int,
+                 num_classes: int = 10, shortcut: str = "B",
+                 zero_init_residual: bool = False) -> None:
+        super().__init__()
+        _check_shortcut(shortcut)
+        if not len(layers) == len(widths) == len(strides):
+            raise ValueError("layers, widths and strides must have the same length")
+        self.in_channels = stem_channels
+        self.stem = stem
+        self.layers = nn.SequentialCell([
+            self._make_layer(block, w, n, s, shortcut, zero_init_residual)
+            for n, w, s in zip(layers, widths, strides)
+        ])
+        self.pool = ops.ReduceMean(keep_dims=False)
+        # Dense keeps MindSpore's default init, which matches torch.nn.Linear / torchvision:
+        # weight HeUniform(a=sqrt(5)), bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        self.fc = nn.Dense(self.in_channels, num_classes)
+
+    def _make_layer(self, block: Block, channels: int, blocks: int, stride: int,
+                    shortcut: str, zero_init_residual: bool) -> nn.SequentialCell:
+        cells = []
+        for i in range(blocks):
+            cells.append(block(self.in_channels, channels, stride if i == 0 else 1,
+                               shortcut, zero_init_residual))
+            self.in_channels = channels * block.expansion
+        return nn.SequentialCell(cells)
+
+    def construct(self, x: Tensor) -> Tensor:
+        x = self.layers(self.stem(x))
+        return self.fc(self.pool(x, (2, 3)))
+
+
+def _imagenet_resnet(block: Block, layers: Sequence[int], num_classes: int, in_channels: int,
+                     image_size: int, **kwargs) -> ResNet:
+    if image_size <= 64:
+        # Small images: a 7x7/2 conv plus max-pool would discard most of the resolution.
+        stem = conv_bn_relu(in_channels, 64, 3, 1, 1)
+    else:
+        stem = conv_bn_relu(in_channels, 64, 7, 2, 3)
+        stem.append(nn.MaxPool2d(3, 2, pad_mode="pad", padding=1))
+    return ResNet(block, layers, (64, 128, 256, 512), (1, 2, 2, 2), stem, 64,
+                  num_classes=num_classes, **kwargs)
+
+
+def _cifar_resnet(depth: int, num_classes: int, in_channels: int, **kwargs) -> ResNet:
+    # He et al. 2016, Sec. 4.2: 6n+2 layers, option A shortcuts.
+    n = (depth - 2) // 6
+    kwargs.setdefault("shortcut", "A")
+    return ResNet(BasicBlock, (n, n, n), (16, 32, 64), (1, 2, 2),
+                  conv_bn_relu(in_channels, 16, 3, 1, 1), 16, num_classes=num_classes, **kwargs)
+
+
+@register_model
+def resnet18(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+             **kwargs) -> ResNet:
+    """ResNet-18."""
+    return _imagenet_resnet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, image_size,
+                            **kwargs)
+
+
+@register_model
+def resnet34(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+             **kwargs) -> ResNet:
+    """ResNet-34."""
+    return _imagenet_resnet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, image_size,
+                            **kwargs)
+
+
+@register_model
+def resnet50(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+             **kwargs) -> ResNet:
+    """ResNet-50."""
+    return _imagenet_resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, image_size,
+                            **kwargs)
+
+
+@register_model
+def resnet101(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+              **kwargs) -> ResNet:
+    """ResNet-101."""
+    return _imagenet_resnet(Bottleneck, (3, 4, 23, 3), num_classes, in_channels, image_size,
+                            **kwargs)
+
+
+@register_model
+def resnet152(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+              **kwargs) -> ResNet:
+    """ResNet-152."""
+    return _imagenet_resnet(Bottleneck, (3, 8, 36, 3), num_classes, in_channels, image_size,
+                            **kwargs)
+
+
+@register_model
+def resnet20(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+             **kwargs) -> ResNet:
+    """CIFAR ResNet-20 (n=3)."""
+    return _cifar_resnet(20, num_classes, in_channels, **kwargs)
+
+
+@register_model
+def resnet32(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+             **kwargs) -> ResNet:
+    """CIFAR ResNet-32 (n=5)."""
+    return _cifar_resnet(32, num_classes, in_channels, **kwargs)
+
+
+@register_model
+def resnet44(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+             **kwargs) -> ResNet:
+    """CIFAR ResNet-44 (n=7)."""
+    return _cifar_resnet(44, num_classes, in_channels, **kwargs)
+
+
+@register_model
+def resnet56(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+             **kwargs) -> ResNet:
+    """CIFAR ResNet-56 (n=9)."""
+    return _cifar_resnet(56, num_classes, in_channels, **kwargs)
+
+
+@register_model
+def resnet110(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+              **kwargs) -> ResNet:
+    """CIFAR ResNet-110 (n=18)."""
+    return _cifar_resnet(110, num_classes, in_channels, **kwargs)

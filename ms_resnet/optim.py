@@ -1,0 +1,53 @@
+"""Learning-rate schedules (one value per step) and the optimizer built from a config."""
+
+from __future__ import annotations
+
+import numpy as np
+from mindspore import Tensor, nn
+
+from ms_resnet.config import Config
+
+
+def lr_per_step(schedule: str, lr: float, epochs: int, steps_per_epoch: int,
+                warmup_epochs: float = 0.0) -> np.ndarray:
+    """Learning rate for every training step.
+
+    `onecycle` follows Smith & Topin (2019) as torch's OneCycleLR does: a 30% linear ramp from
+    lr/25 up to lr, then cosine annealing down to lr/1e4. `cosine` and `constant` may start with
+    a linear warm-up.
+    """
+    total = epochs * steps_per_epoch
+    step = np.arange(total, dtype=np.float64)
+    if schedule == "onecycle":
+        peak = max(int(0.3 * total), 1)
+        start, end = lr / 25.0, lr / 25.0 / 1e4
+        ramp = start + (lr - start) * step / peak
+        progress = (step - peak) / max(total - peak, 1)
+        anneal = end + (lr - end) * 0.5 * (1.0 + np.cos(np.pi * progress))
+        return np.where(step < peak, ramp, anneal).astype(np.float32)
+    warmup = int(warmup_epochs * steps_per_epoch)
+    if schedule == "cosine":
+        progress = (step - warmup) / max(total - warmup, 1)
+        values = 0.5 * lr * (1.0 + np.cos(np.pi * np.clip(progress, 0.0, 1.0)))
+    elif schedule == "constant":
+        values = np.full(total, lr)
+    else:
+        raise ValueError(f"unknown lr_schedule '{schedule}'")
+    if warmup:
+        values = np.where(step < warmup, lr * (step + 1) / warmup, values)
+    return values.astype(np.float32)
+
+
+def create_optimizer(net: nn.Cell, config: Config, steps_per_epoch: int) -> nn.Optimizer:
+    """SGD (momentum) or Adam; weight decay on conv/dense weights only, not on BN or biases."""
+    lr = Tensor(lr_per_step(config.lr_schedule, config.lr, config.epochs, steps_per_epoch,
+                            config.warmup_epochs))
+    params = net.trainable_params()
+    decayed = [p for p in params if p.ndim > 1]
+    others = [p for p in params if p.ndim <= 1]
+    groups = [{"params": decayed, "weight_decay": config.weight_decay},
+              {"params": others, "weight_decay": 0.0}]
+    if config.optimizer == "adam":
+        return nn.Adam(groups, learning_rate=lr, beta1=config.momentum)
+    return nn.Momentum(groups, learning_rate=lr, momentum=config.momentum,
+                       use_nesterov=config.nesterov)
