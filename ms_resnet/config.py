@@ -75,8 +75,8 @@ class Config:
     # schedule
     epochs: int = _field(4, "number of training epochs", low=1)
     lr_schedule: str = _field("onecycle", "learning-rate schedule",
-                              ["constant", "cosine", "onecycle"])
-    warmup_epochs: float = _field(0.0, "linear warm-up epochs (constant and cosine)", low=0.0)
+                              ["constant", "cosine", "multistep", "onecycle"])
+    warmup_epochs: float = _field(0.0, "linear warm-up epochs (not for onecycle)", low=0.0)
     # checkpoint
     ckpt_dir: str | None = _field(None, "output folder (default: ckpt/<config name>)")
 

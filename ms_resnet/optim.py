@@ -13,8 +13,9 @@ def lr_per_step(schedule: str, lr: float, epochs: int, steps_per_epoch: int,
     """Learning rate for every training step.
 
     `onecycle` follows Smith & Topin (2019) as torch's OneCycleLR does: a 30% linear ramp from
-    lr/25 up to lr, then cosine annealing down to lr/1e4. `cosine` and `constant` may start with
-    a linear warm-up.
+    lr/25 up to lr, then cosine annealing down to lr/1e4. `multistep` divides lr by 10 at 50% and
+    75% of training (He et al. 2016). `cosine`, `multistep` and `constant` may start with a
+    linear warm-up.
     """
     total = epochs * steps_per_epoch
     step = np.arange(total, dtype=np.float64)
@@ -22,13 +23,15 @@ def lr_per_step(schedule: str, lr: float, epochs: int, steps_per_epoch: int,
         peak = max(int(0.3 * total), 1)
         start, end = lr / 25.0, lr / 25.0 / 1e4
         ramp = start + (lr - start) * step / peak
-        progress = (step - peak) / max(total - peak, 1)
+        progress = (step - peak) / max(total - 1 - peak, 1)
         anneal = end + (lr - end) * 0.5 * (1.0 + np.cos(np.pi * progress))
         return np.where(step < peak, ramp, anneal).astype(np.float32)
     warmup = int(warmup_epochs * steps_per_epoch)
     if schedule == "cosine":
         progress = (step - warmup) / max(total - warmup, 1)
         values = 0.5 * lr * (1.0 + np.cos(np.pi * np.clip(progress, 0.0, 1.0)))
+    elif schedule == "multistep":
+        values = lr * 0.1 ** ((step >= total // 2).astype(int) + (step >= total * 3 // 4))
     elif schedule == "constant":
         values = np.full(total, lr)
     else:

@@ -227,8 +227,8 @@ def _prepare_svhn(info: DatasetInfo, data_dir: Path, split: str, cache: Path) ->
         raise DataError(f"{path}: not a readable MATLAB file ({exc})") from None
     images, labels = shapes.get("X"), shapes.get("y")
     if images is None or labels is None or tuple(images[:3]) != (32, 32, 3):
-        raise DataError(f"{path}: expected variables X (32x32x3xN) and y (Nx1), "
-                        f"found {shapes}")
+        raise DataError(f"{path}: truncated or corrupt SVHN file: expected variables "
+                        f"X (32x32x3xN) and y (Nx1), found {shapes}")
     count = images[3]
     if labels[0] != count or path.stat().st_size < count * 32 * 32 * 3:
         raise DataError(f"{path}: truncated or corrupt SVHN file ({count} images declared)")

@@ -6,6 +6,7 @@ and ``shortcut`` so that ``block(x) == relu(branch(x) + shortcut(x))``.
 """
 
 from collections.abc import Sequence
+from typing import Union
 
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeNormal
@@ -134,7 +135,7 @@ class Bottleneck(nn.Cell):
         return self.relu(self.branch(x) + self.shortcut(x))
 
 
-Block = type[BasicBlock] | type[Bottleneck]
+Block = Union[type[BasicBlock], type[Bottleneck]]  # not `|`: the project supports Python 3.9
 
 
 class ResNet(nn.Cell):

@@ -1,0 +1,47 @@
+"""Loading a checkpoint into a network built from the config saved beside it, with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mindspore as ms
+from mindspore import nn
+
+from ms_resnet.config import Config, build_config
+from ms_resnet.errors import CheckpointError
+
+
+def config_for_checkpoint(ckpt: Path, config_path: str | None,
+                          overrides: dict | None = None) -> Config:
+    """The config given, else the `config.yaml` that training saved beside the checkpoint."""
+    if config_path is None:
+        saved = ckpt.parent / "config.yaml"
+        if not saved.is_file():
+            raise CheckpointError(f"{ckpt}: no config.yaml beside it; pass --config")
+        config_path = str(saved)
+    return build_config(config_path, overrides)
+
+
+def load_weights(net: nn.Cell, ckpt: Path) -> dict:
+    """Load `ckpt` into `net`; return the checkpoint's extra entries (epoch, accuracy, ...)."""
+    if not ckpt.is_file():
+        raise CheckpointError(f"{ckpt}: checkpoint file not found")
+    try:
+        saved = ms.load_checkpoint(str(ckpt))
+    except (ValueError, RuntimeError, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{ckpt}: not a readable MindSpore checkpoint "
+                              f"(truncated or another format?): {first_line}") from None
+    for param in net.get_parameters():
+        if param.name not in saved:
+            raise CheckpointError(f"{ckpt}: has no parameter '{param.name}'; it was saved "
+                                  "from another model (check --model / the config)")
+        shape = tuple(saved[param.name].shape)
+        if shape != tuple(param.shape):
+            raise CheckpointError(f"{ckpt}: parameter '{param.name}' has shape {shape} in the "
+                                  f"checkpoint but {tuple(param.shape)} in the network "
+                                  "(another model, num_classes or in_channels?)")
+    ms.load_param_into_net(net, saved, strict_load=True)
+    names = {p.name for p in net.get_parameters()}
+    return {k: v.asnumpy().item() for k, v in saved.items()
+            if k not in names and v.size == 1}

@@ -1,0 +1,53 @@
+"""Shared fixtures: a private dataset cache, the shipped real MNIST subset, fake datasets in the
+exact upstream formats, and a helper that runs the project's commands as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import fakedata
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_SMALL = ROOT / "tests" / "data" / "mnist_small"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep prepared datasets out of the user's ~/.cache and data folders."""
+    os.environ["MS_RESNET_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.pop("MS_RESNET_DATA", None)
+
+
+@pytest.fixture(scope="session")
+def mnist_small() -> Path:
+    """Real MNIST: first 2,000 training and first 1,000 test images (IDX .gz)."""
+    return MNIST_SMALL
+
+
+@pytest.fixture(scope="session")
+def fake_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small learnable datasets in each upstream format, as a user would have them on disk."""
+    root = tmp_path_factory.mktemp("fake_data")
+    dirs = {name: root / name for name in ("kmnist", "cifar10", "svhn", "stl10")}
+    fakedata.make_mnist_like(dirs["kmnist"], n_train=300, n_test=100, gz=True, seed=1)
+    fakedata.make_cifar10_bin(dirs["cifar10"], seed=2)
+    fakedata.make_svhn_mat(dirs["svhn"], n_train=300, n_test=100, seed=3)
+    fakedata.make_stl10_bin(dirs["stl10"], n_train=100, n_test=40, seed=4)
+    return dirs
+
+
+def run_command(*args: str, cwd: Path = ROOT, env: dict | None = None,
+                timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command of the project (python script or bash script) the way a user would."""
+    command = list(args)
+    if command[0].endswith(".py"):
+        command.insert(0, sys.executable)
+    elif command[0].endswith(".sh"):
+        command.insert(0, "bash")
+    return subprocess.run(command, check=False, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)

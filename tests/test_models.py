@@ -1,0 +1,242 @@
+"""Tests for ms_resnet.models: shapes, parameter counts, shortcuts, init and graph mode."""
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import nn
+
+from ms_resnet.models import (
+    BasicBlock,
+    Bottleneck,
+    ZeroPadShortcut,
+    create_model,
+    list_models,
+)
+
+EXPECTED_MODELS = [
+    "resnet101", "resnet110", "resnet152", "resnet18", "resnet20", "resnet32", "resnet34",
+    "resnet44", "resnet50", "resnet56", "tutorial_resnet",
+]
+DEEP = {"resnet101", "resnet152"}
+
+
+def n_params(net: nn.Cell) -> int:
+    return sum(p.size for p in net.trainable_params())
+
+
+def tensor(*shape: int, seed: int = 0) -> ms.Tensor:
+    return ms.Tensor(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+
+def blocks(net: nn.Cell) -> list[nn.Cell]:
+    return [c for _, c in net.cells_and_names() if isinstance(c, (BasicBlock, Bottleneck))]
+
+
+# set_device replaces the deprecated set_context(device_target=...) in MindSpore 2.10.
+ms.set_device("CPU")
+
+
+@pytest.fixture(autouse=True)
+def _pynative():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+@pytest.fixture
+def graph_mode():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    yield
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def test_registry_lists_all_models():
+    assert list_models() == EXPECTED_MODELS
+
+
+def test_unknown_model_lists_choices():
+    with pytest.raises(ValueError, match="unknown model 'resnet7'; choose one of: resnet101, "):
+        create_model("resnet7")
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18", "resnet50", "tutorial_resnet"])
+def test_bad_shortcut_raises(name):
+    with pytest.raises(ValueError, match="shortcut"):
+        create_model(name, shortcut="C")
+
+
+def test_block_bad_shortcut_raises():
+    with pytest.raises(ValueError, match="shortcut"):
+        BasicBlock(16, 16, shortcut="C")
+
+
+@pytest.mark.parametrize(("in_channels", "size"), [(1, 28), (3, 32)])
+@pytest.mark.parametrize("name", EXPECTED_MODELS)
+def test_forward_shape(name, in_channels, size):
+    batch = 1 if name in DEEP else 2
+    net = create_model(name, num_classes=7, in_channels=in_channels, image_size=size)
+    out = net(tensor(batch, in_channels, size, size))
+    assert out.shape == (batch, 7)
+    assert np.isfinite(out.asnumpy()).all()
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "expected"),
+    [
+        # 3x3 stem 464 + stages 14,016 / 51,072 / 203,520 + Dense 650 (He et al.: 0.27M).
+        ("resnet20", {"shortcut": "A"}, 269_722),
+        # B adds 1x1 conv + BN projections 16->32 (512 + 64) and 32->64 (2048 + 128).
+        ("resnet20", {"shortcut": "B"}, 272_474),
+        # torchvision resnet18 / resnet50 (BN moving statistics are not trainable).
+        ("resnet18", {"num_classes": 1000, "image_size": 224}, 11_689_512),
+        ("resnet50", {"num_classes": 1000, "image_size": 224}, 25_557_032),
+        ("tutorial_resnet", {"in_channels": 1}, 2_390_506),
+    ],
+)
+def test_parameter_counts(name, kwargs, expected):
+    assert n_params(create_model(name, **kwargs)) == expected
+
+
+def test_resnet20_size_and_shortcut_a_is_cheaper():
+    a = n_params(create_model("resnet20", shortcut="A"))
+    b = n_params(create_model("resnet20", shortcut="B"))
+    assert 260_000 <= a < b <= 280_000
+
+
+def test_stem_depends_on_image_size():
+    small = create_model("resnet18", image_size=64)
+    large = create_model("resnet18", image_size=224)
+    assert not any(isinstance(c, nn.MaxPool2d) for _, c in small.cells_and_names())
+    assert any(isinstance(c, nn.MaxPool2d) for _, c in large.cells_and_names())
+    assert small.stem[0].kernel_size == (3, 3) and small.stem[0].stride == (1, 1)
+    assert large.stem[0].kernel_size == (7, 7) and large.stem[0].stride == (2, 2)
+    assert large(tensor(1, 3, 96, 96)).shape == (1, 10)
+
+
+def test_cifar_layout():
+    net = create_model("resnet56")
+    stages = list(net.layers)
+    assert [len(s) for s in stages] == [9, 9, 9]
+    assert [s[0].branch[0].out_channels for s in stages] == [16, 32, 64]
+    assert sum(isinstance(b.shortcut, ZeroPadShortcut) for b in blocks(net)) == 2
+
+
+def test_tutorial_layout():
+    net = create_model("tutorial_resnet", in_channels=1)
+    assert net.stem(tensor(1, 1, 28, 28)).shape == (1, 32, 10, 10)
+    assert net.stem(tensor(1, 1, 32, 32)).shape == (1, 32, 11, 11)
+    bs = blocks(net)
+    assert [b.branch[0].out_channels for b in bs] == [64, 128, 256, 256]
+    assert all(isinstance(b.shortcut, nn.SequentialCell) for b in bs[:3])
+    assert isinstance(bs[3].shortcut, nn.Identity)
+
+
+@pytest.mark.parametrize(("stride", "in_ch", "out_ch"), [(2, 16, 32), (1, 16, 32), (2, 3, 8)])
+def test_zero_pad_shortcut_matches_numpy(stride, in_ch, out_ch):
+    cell = ZeroPadShortcut(in_ch, out_ch, stride)
+    assert len(cell.trainable_params()) == 0 and not list(cell.get_parameters())
+    x = tensor(2, in_ch, 9, 9)
+    sub = x.asnumpy()[:, :, ::stride, ::stride]
+    extra = out_ch - in_ch
+    expected = np.pad(sub, ((0, 0), (extra // 2, extra - extra // 2), (0, 0), (0, 0)))
+    np.testing.assert_array_equal(cell(x).asnumpy(), expected)
+
+
+def _check_block(block: nn.Cell, x: ms.Tensor) -> None:
+    expected = np.maximum(block.branch(x).asnumpy() + block.shortcut(x).asnumpy(), 0)
+    np.testing.assert_allclose(block(x).asnumpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_basic_block_is_relu_branch_plus_shortcut(shortcut, stride):
+    block = BasicBlock(16, 32, stride, shortcut)
+    want = ZeroPadShortcut if shortcut == "A" else nn.SequentialCell
+    assert isinstance(block.shortcut, want)
+    x = tensor(2, 16, 8, 8)
+    assert block(x).shape == (2, 32, 8 // stride, 8 // stride)
+    _check_block(block, x)
+    _check_block(BasicBlock(16, 16), x)  # identity shortcut
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_bottleneck_is_relu_branch_plus_shortcut(shortcut, stride):
+    block = Bottleneck(32, 16, stride, shortcut)
+    x = tensor(2, 32, 8, 8)
+    assert block(x).shape == (2, 64, 8 // stride, 8 // stride)
+    assert block.branch[3].stride == (stride, stride)  # v1.5: stride on the 3x3
+    _check_block(block, x)
+
+
+@pytest.mark.parametrize("block_cls", [BasicBlock, Bottleneck])
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_zero_init_residual_block(block_cls, shortcut):
+    block = block_cls(16, 16, 2, shortcut, zero_init_residual=True)
+    assert not block.branch[-1].gamma.asnumpy().any()
+    x = tensor(2, 16, 8, 8)
+    expected = np.maximum(block.shortcut(x).asnumpy(), 0)
+    np.testing.assert_allclose(block(x).asnumpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet50"])
+def test_zero_init_residual_model(name):
+    net = create_model(name, zero_init_residual=True)
+    last = {id(b.branch[-1]) for b in blocks(net)}
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, nn.BatchNorm2d):
+            assert (cell.gamma.asnumpy() == (0 if id(cell) in last else 1)).all()
+    default = create_model(name)
+    assert all(b.branch[-1].gamma.asnumpy().all() for b in blocks(default))
+
+
+def test_weight_init():
+    net = create_model("resnet18")
+    conv = net.layers[1][1].branch[0]  # 3x3, 128 -> 128
+    std = conv.weight.asnumpy().std()
+    assert abs(std - np.sqrt(2 / (128 * 9))) < 0.05 * np.sqrt(2 / (128 * 9))
+    bn = net.layers[1][1].branch[1]
+    assert (bn.gamma.asnumpy() == 1).all() and (bn.beta.asnumpy() == 0).all()
+    assert net.fc.bias is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "in_channels", "size", "kwargs"),
+    [
+        ("resnet20", 3, 32, {}),
+        ("resnet20", 1, 28, {}),
+        ("tutorial_resnet", 1, 28, {}),
+        ("resnet18", 3, 96, {"image_size": 96}),
+    ],
+)
+def test_graph_mode_forward(graph_mode, name, in_channels, size, kwargs):
+    assert ms.get_context("mode") == ms.GRAPH_MODE
+    net = create_model(name, in_channels=in_channels, **kwargs)
+    net.set_train(False)
+    x = tensor(2, in_channels, size, size)
+    out = net(x).asnumpy()
+    assert out.shape == (2, 10) and np.isfinite(out).all()
+
+
+def test_graph_mode_matches_pynative(graph_mode):
+    net = create_model("resnet20", in_channels=1)
+    net.set_train(False)
+    x = tensor(2, 1, 28, 28)
+    graph_out = net(x).asnumpy()
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    np.testing.assert_allclose(net(x).asnumpy(), graph_out, rtol=1e-4, atol=1e-5)
+
+
+def test_zero_pad_shortcut_graph_mode(graph_mode):
+    x = tensor(2, 16, 7, 7)
+    expected = np.pad(x.asnumpy()[:, :, ::2, ::2], ((0, 0), (8, 8), (0, 0), (0, 0)))
+    np.testing.assert_array_equal(ZeroPadShortcut(16, 32, 2)(x).asnumpy(), expected)
+
+
+def test_graph_mode_train_step(graph_mode):
+    # Gradients must flow through the option-A slice + pad in a compiled graph.
+    net = create_model("resnet20", in_channels=1)
+    loss_fn = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, loss_fn), nn.SGD(net.trainable_params(), 0.1))
+    step.set_train(True)
+    x, y = tensor(4, 1, 28, 28), ms.Tensor(np.array([0, 1, 2, 3], dtype=np.int32))
+    losses = [float(step(x, y).asnumpy()) for _ in range(3)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]

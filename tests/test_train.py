@@ -1,0 +1,110 @@
+"""End-to-end training through the user-facing scripts, on real MNIST and format-exact fakes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ms_resnet.optim import lr_per_step
+from tests.conftest import run_command
+
+QUICK_MNIST = ("--epochs", "2", "--batch_size", "32", "--lr", "0.1", "--label_smoothing", "0")
+
+
+@pytest.fixture(scope="module")
+def mnist_run(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """ResNet-20 trained for 2 epochs on 2,000 real MNIST images, tested on 1,000."""
+    ckpt_dir = tmp_path_factory.mktemp("mnist_run")
+    result = run_command("scripts/run_train.sh", "configs/mnist.yaml", "--data_dir",
+                         str(mnist_small), "--ckpt_dir", str(ckpt_dir), *QUICK_MNIST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"dir": ckpt_dir, "stdout": result.stdout, "stderr": result.stderr,
+            "metrics": json.loads((ckpt_dir / "metrics.json").read_text())}
+
+
+def test_training_beats_chance_by_far(mnist_run: dict) -> None:
+    metrics = mnist_run["metrics"]
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert metrics["best_accuracy"] >= 0.80
+    assert metrics["best_accuracy"] == max(e["test_accuracy"] for e in metrics["epochs"])
+    assert metrics["epochs"][-1]["train_loss"] < metrics["epochs"][0]["train_loss"]
+    for epoch in metrics["epochs"]:
+        assert epoch["seconds"] > 0 and epoch["images_per_second"] > 0
+        assert np.isfinite(epoch["test_loss"])
+
+
+def test_progress_bar_and_epoch_lines_are_printed(mnist_run: dict) -> None:
+    stdout, stderr = mnist_run["stdout"], mnist_run["stderr"]
+    assert "epoch 1/2:" in stderr and "62/62" in stderr and "img/s" in stderr  # tqdm bar
+    lines = [line for line in stdout.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2
+    for line in lines:
+        assert "train loss" in line and "test loss" in line and "test accuracy" in line
+    assert "best test accuracy" in stdout
+
+
+def test_best_checkpoint_reproduces_the_best_accuracy(mnist_run: dict, tmp_path: Path) -> None:
+    ckpt_dir = mnist_run["dir"]
+    assert (ckpt_dir / "config.yaml").is_file()
+    assert not list(ckpt_dir.glob(".*tmp*")), "temporary files were left behind"
+    report = tmp_path / "eval.json"
+    result = run_command("eval.py", "--ckpt", str(ckpt_dir / "best.ckpt"), "--json", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads(report.read_text())
+    assert evaluated["num_samples"] == 1000
+    assert evaluated["accuracy"] == mnist_run["metrics"]["best_accuracy"]
+    assert evaluated["loss"] == pytest.approx(
+        next(e["test_loss"] for e in mnist_run["metrics"]["epochs"]
+             if e["epoch"] == mnist_run["metrics"]["best_epoch"]), rel=1e-4)
+    assert set(evaluated["per_class_accuracy"]) == {str(d) for d in range(10)}
+
+
+def test_same_seed_gives_the_same_metrics(mnist_small: Path, tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        result = run_command("train.py", "--data_dir", str(mnist_small), "--num_samples", "256",
+                             "--eval_num_samples", "200", "--epochs", "1", "--batch_size", "32",
+                             "--ckpt_dir", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr[-3000:]
+        epochs = json.loads((tmp_path / name / "metrics.json").read_text())["epochs"]
+        runs.append([(e["train_loss"], e["test_loss"], e["test_accuracy"]) for e in epochs])
+    assert runs[0] == runs[1]
+
+
+CONFIG_DATA = {"mnist": "mnist_small", "mnist_tutorial": "mnist_small",
+               "fashion_mnist": "kmnist", "kmnist": "kmnist", "cifar10": "cifar10",
+               "cifar10_resnet50": "cifar10", "svhn": "svhn", "stl10": "stl10"}
+
+
+@pytest.mark.parametrize("config", sorted(CONFIG_DATA))
+def test_every_config_trains_one_epoch(config: str, fake_data: dict[str, Path],
+                                       mnist_small: Path, tmp_path: Path) -> None:
+    """`bash scripts/run_train.sh configs/<name>.yaml --epochs 1 --num_samples N` runs."""
+    source = CONFIG_DATA[config]
+    data_dir = mnist_small if source == "mnist_small" else fake_data[source]
+    result = run_command("scripts/run_train.sh", f"configs/{config}.yaml", "--epochs", "1",
+                         "--num_samples", "64", "--batch_size", "32", "--eval_num_samples", "32",
+                         "--data_dir", str(data_dir), "--ckpt_dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["dataset"] == config.split("_resnet")[0].replace("_tutorial", "")
+    assert len(metrics["epochs"]) == 1 and (tmp_path / "best.ckpt").is_file()
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "multistep", "onecycle"])
+def test_lr_schedules(schedule: str) -> None:
+    lr = lr_per_step(schedule, 0.1, epochs=4, steps_per_epoch=10, warmup_epochs=1)
+    assert lr.shape == (40,) and lr.dtype == np.float32
+    assert lr.max() == pytest.approx(0.1)
+    if schedule == "onecycle":
+        assert lr[0] == pytest.approx(0.1 / 25) and lr.argmax() == 12
+        assert lr[-1] < 1e-4
+    else:
+        assert lr[0] == pytest.approx(0.01)  # warm-up starts at lr / warmup steps
+    if schedule == "multistep":
+        assert lr[25] == pytest.approx(0.01) and lr[35] == pytest.approx(0.001)
+    if schedule == "cosine":
+        assert np.all(np.diff(lr[10:]) <= 0) and lr[-1] < 1e-3
