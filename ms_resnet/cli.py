@@ -5,11 +5,11 @@ Every subcommand turns a `UserError` into one `error: ...` line on stderr and ex
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from typing import Callable
 
+from ms_resnet.config import CommandParser
 from ms_resnet.errors import UserError
 
 
@@ -36,7 +36,7 @@ def _download(argv: Sequence[str]) -> None:
     from ms_resnet.data.download import download
     from ms_resnet.data.prepare import resolve_data_dir
 
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="ms-resnet download",
         description="Download a dataset's upstream files, verify their md5 and unpack archives.")
     parser.add_argument("dataset", choices=sorted(DATASETS))
@@ -52,7 +52,7 @@ def _download(argv: Sequence[str]) -> None:
 def _models(argv: Sequence[str]) -> None:
     from ms_resnet.models import list_models
 
-    argparse.ArgumentParser(prog="ms-resnet models",
+    CommandParser(prog="ms-resnet models",
                             description="List the registered networks.").parse_args(argv)
     print("\n".join(list_models()))
 
@@ -61,7 +61,7 @@ def _datasets(argv: Sequence[str]) -> None:
     from ms_resnet.data import DATASETS
     from ms_resnet.data.prepare import local_files, resolve_data_dir
 
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="ms-resnet datasets",
         description="List the datasets, their files, and whether each is present locally "
                     "(in $MS_RESNET_DATA/<dataset>, else ./data/<dataset>).")

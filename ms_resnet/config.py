@@ -191,6 +191,17 @@ def build_config(config_path: str | Path | None = None,
     return config
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse with whole option names only, and errors as one `ConfigError` line instead of
+    the usage text plus a message."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, default_config: str | None) -> None:
     """Add `--config` and one `--key VALUE` option per config key (values checked later)."""
     parser.add_argument("--config", default=default_config,

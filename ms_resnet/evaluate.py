@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 from mindspore import Tensor
 
 from ms_resnet.checkpoint import config_for_checkpoint, load_weights
+from ms_resnet.config import CommandParser
 from ms_resnet.data import get_dataset_info
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.train import build_network, set_up_context
@@ -38,8 +38,8 @@ def summarize(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str]) ->
             "per_class_accuracy": per_class}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog="ms-resnet eval", description="Evaluate a checkpoint on the test split.")
     parser.add_argument("--ckpt", required=True, help="checkpoint, e.g. ckpt/mnist/best.ckpt")
     parser.add_argument("--config", help="YAML config (default: config.yaml beside --ckpt)")
@@ -58,11 +58,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = config_for_checkpoint(ckpt, args.config, overrides)
     set_up_context(config)
     info = get_dataset_info(config.dataset)
+    net = build_network(config)
+    load_weights(net, ckpt)
     data = create_dataset(config.dataset, "test", config.eval_batch_size,
                           data_dir=config.data_dir, num_samples=args.num_samples,
                           num_parallel_workers=config.num_parallel_workers)
-    net = build_network(config)
-    load_weights(net, ckpt)
     results = summarize(*predict_split(net, data), info.classes)
     print(f"{ckpt}: {config.model} on {info.title} test split, {results['num_samples']} images: "
           f"test loss {results['loss']:.4f}, test accuracy {results['accuracy']:.2%}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,14 +10,15 @@ import mindspore as ms
 import numpy as np
 
 from ms_resnet.checkpoint import config_for_checkpoint, load_weights
+from ms_resnet.config import CommandParser
 from ms_resnet.data import get_dataset_info
 from ms_resnet.train import build_network, set_up_context
 
 _SUFFIX = {"MINDIR": ".mindir", "ONNX": ".onnx"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog="ms-resnet export",
         description="Export a checkpoint with mindspore.export; writes <file_name>.json beside "
                     "it with what inference needs (input shape, mean/std, class names).")

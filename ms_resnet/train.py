@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 from collections.abc import Sequence
@@ -14,7 +13,13 @@ from mindspore import nn
 from mindspore.train import Accuracy, Model
 
 from ms_resnet.callbacks import EvalCheckpoint, MeanLoss, ProgressBar
-from ms_resnet.config import Config, add_config_arguments, config_from_args, save_config
+from ms_resnet.config import (
+    CommandParser,
+    Config,
+    add_config_arguments,
+    config_from_args,
+    save_config,
+)
 from ms_resnet.data import get_dataset_info
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.errors import UserError
@@ -107,8 +112,8 @@ def run_training(config: Config) -> dict:
     return metrics
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog="ms-resnet train",
         description="Train a ResNet; every config key can be overridden as --key value.")
     add_config_arguments(parser, DEFAULT_CONFIG)

@@ -45,7 +45,7 @@ def run_command(*args: str, cwd: Path = ROOT, env: dict | None = None,
                 timeout: float = 600) -> subprocess.CompletedProcess:
     """Run a command of the project (python script or bash script) the way a user would."""
     command = list(args)
-    if command[0].endswith(".py"):
+    if command[0].endswith(".py") or command[0] == "-m":
         command.insert(0, sys.executable)
     elif command[0].endswith(".sh"):
         command.insert(0, "bash")
