@@ -14,6 +14,8 @@ from ms_resnet.errors import CheckpointError
 def config_for_checkpoint(ckpt: Path, config_path: str | None,
                           overrides: dict | None = None) -> Config:
     """The config given, else the `config.yaml` that training saved beside the checkpoint."""
+    if not ckpt.is_file():
+        raise CheckpointError(f"{ckpt}: checkpoint file not found")
     if config_path is None:
         saved = ckpt.parent / "config.yaml"
         if not saved.is_file():

@@ -5,6 +5,7 @@ Every subcommand turns a `UserError` into one `error: ...` line on stderr and ex
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Callable
@@ -27,6 +28,12 @@ def _eval(argv: Sequence[str]) -> None:
 
 def _export(argv: Sequence[str]) -> None:
     from ms_resnet.export import main
+
+    main(argv)
+
+
+def _predict(argv: Sequence[str]) -> None:
+    from ms_resnet.predict import main
 
     main(argv)
 
@@ -78,8 +85,9 @@ def _datasets(argv: Sequence[str]) -> None:
 
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], None], str]] = {
     "train": (_train, "train a network (see `ms-resnet train --help`)"),
-    "eval": (_eval, "evaluate a checkpoint on the test split"),
-    "export": (_export, "export a checkpoint to MindIR"),
+    "eval": (_eval, "evaluate a checkpoint or MindIR on the test split"),
+    "export": (_export, "export a checkpoint to MindIR or ONNX, with a parity check"),
+    "predict": (_predict, "classify image files (top-k classes with probabilities)"),
     "download": (_download, "download a dataset and verify its md5"),
     "models": (_models, "list the registered networks"),
     "datasets": (_datasets, "list the datasets and which files are present"),
@@ -96,6 +104,10 @@ def run(command: str, argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Output piped into a reader that stopped early (`| head`): not worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -79,6 +79,7 @@ class Config:
     warmup_epochs: float = _field(0.0, "linear warm-up epochs (not for onecycle)", low=0.0)
     # checkpoint
     ckpt_dir: str | None = _field(None, "output folder (default: ckpt/<config name>)")
+    export_mindir: bool = _field(True, "export best.ckpt to best.mindir (+ .json) after training")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,4 +1,4 @@
-"""User-facing errors: each one is printed as a single line and ends the program with exit code 2."""
+"""User-facing errors: each is printed as one line and ends the program with exit code 2."""
 
 
 class UserError(Exception):

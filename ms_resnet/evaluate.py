@@ -1,4 +1,5 @@
-"""`python eval.py` / `ms-resnet eval`: test loss, accuracy and per-class accuracy of a checkpoint."""
+"""`python eval.py` / `ms-resnet eval`: test loss, accuracy, per-class accuracy, prediction grid and
+plots, for a checkpoint or an exported MindIR."""
 
 from __future__ import annotations
 
@@ -7,23 +8,29 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from mindspore import Tensor
 
-from ms_resnet.checkpoint import config_for_checkpoint, load_weights
 from ms_resnet.config import CommandParser
-from ms_resnet.data import get_dataset_info
 from ms_resnet.data.pipeline import create_dataset
-from ms_resnet.train import build_network, set_up_context
+from ms_resnet.inference import Classifier, load_classifier
 
 
-def predict_split(net, data) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of every image in a batched dataset."""
-    net.set_train(False)
-    logits, labels = [], []
-    for image, label in data.create_tuple_iterator(num_epochs=1, output_numpy=True):
-        logits.append(net(Tensor(image)).asnumpy())
+def run_test_split(classifier: Classifier, data, keep_images: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits and labels of every test image, and the first `keep_images` images (HWC uint8)."""
+    logits, labels, kept = [], [], []
+    mean = np.array(classifier.mean, np.float32)[:, None, None]
+    std = np.array(classifier.std, np.float32)[:, None, None]
+    count = 0
+    for images, label in data.create_tuple_iterator(num_epochs=1, output_numpy=True):
+        logits.append(classifier.logits(images))
         labels.append(label)
-    return np.concatenate(logits), np.concatenate(labels)
+        if count < keep_images:
+            # Undo the normalisation for display.
+            pixels = (images[:keep_images - count] * std + mean) * 255.0
+            kept.append(np.clip(pixels + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
+        count += len(label)
+    shown = np.concatenate(kept) if kept else np.zeros((0,), np.uint8)
+    return np.concatenate(logits), np.concatenate(labels), shown
 
 
 def summarize(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict:
@@ -40,34 +47,70 @@ def summarize(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str]) ->
 
 def build_parser() -> CommandParser:
     parser = CommandParser(
-        prog="ms-resnet eval", description="Evaluate a checkpoint on the test split.")
-    parser.add_argument("--ckpt", required=True, help="checkpoint, e.g. ckpt/mnist/best.ckpt")
-    parser.add_argument("--config", help="YAML config (default: config.yaml beside --ckpt)")
-    parser.add_argument("--data_dir", help="dataset folder (default: as in training)")
+        prog="ms-resnet eval",
+        description="Evaluate a checkpoint or an exported MindIR on the test split.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="checkpoint, e.g. ckpt/mnist/best.ckpt")
+    source.add_argument("--mindir", help="exported MindIR (with its .json sidecar beside it); "
+                        "runs through mindspore.load + nn.GraphCell, without the model code")
+    parser.add_argument("--config", help="YAML config for --ckpt "
+                        "(default: config.yaml beside the checkpoint)")
+    parser.add_argument("--data_dir", help="dataset folder (default: as in training, else "
+                        "$MS_RESNET_DATA/<dataset>, else ./data/<dataset>)")
     parser.add_argument("--num_samples", type=int, help="evaluate only the first N test images")
-    parser.add_argument("--batch_size", type=int, help="evaluation batch size")
+    parser.add_argument("--batch_size", type=int, default=256, help="evaluation batch size")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--predict", type=int, default=0, metavar="N",
+                        help="print predicted/actual for the first N test images and save them "
+                        "as a grid PNG")
+    parser.add_argument("--plots", action="store_true",
+                        help="save the confusion matrix and the training curves (from "
+                        "metrics.json beside the model) as PNGs")
+    parser.add_argument("--output_dir", help="where PNGs go (default: the model's folder)")
+    parser.add_argument("--show", action="store_true",
+                        help="also open the prediction grid in a window when a display exists "
+                        "(one window, never one per image)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    ckpt = Path(args.ckpt)
-    overrides = {k: v for k, v in (("data_dir", args.data_dir),
-                                   ("eval_batch_size", args.batch_size)) if v is not None}
-    config = config_for_checkpoint(ckpt, args.config, overrides)
-    set_up_context(config)
-    info = get_dataset_info(config.dataset)
-    net = build_network(config)
-    load_weights(net, ckpt)
-    data = create_dataset(config.dataset, "test", config.eval_batch_size,
-                          data_dir=config.data_dir, num_samples=args.num_samples,
-                          num_parallel_workers=config.num_parallel_workers)
-    results = summarize(*predict_split(net, data), info.classes)
-    print(f"{ckpt}: {config.model} on {info.title} test split, {results['num_samples']} images: "
+    classifier = load_classifier(args.ckpt, args.mindir, args.config)
+    data_dir = args.data_dir or (classifier.config.data_dir if classifier.config else None)
+    data = create_dataset(classifier.dataset, "test", args.batch_size, data_dir=data_dir,
+                          num_samples=args.num_samples)
+    logits, labels, images = run_test_split(classifier, data, keep_images=args.predict)
+    results = summarize(logits, labels, classifier.classes)
+    print(f"{classifier.source}: {results['num_samples']} test images of {classifier.dataset}: "
           f"test loss {results['loss']:.4f}, test accuracy {results['accuracy']:.2%}")
     for name, accuracy in results["per_class_accuracy"].items():
-        shown = "n/a" if accuracy is None else f"{accuracy:.2%}"
-        print(f"  {name:>14s}: {shown}")
+        print(f"  {name:>14s}: {'n/a' if accuracy is None else f'{accuracy:.2%}'}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False))
+        Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False),
+                                   encoding="utf-8")
+    if not (args.predict or args.plots):
+        return
+
+    from ms_resnet import plots
+
+    model_dir = Path(classifier.source).parent
+    output_dir = Path(args.output_dir) if args.output_dir else model_dir
+    predictions = logits.argmax(axis=1)
+    names = classifier.classes
+    saved = []
+    if args.predict:
+        shown = len(images)
+        predicted = [names[i] for i in predictions[:shown]]
+        actual = [names[i] for i in labels[:shown]]
+        for p, a in zip(predicted, actual):
+            print(f'predicted: "{p}", actual: "{a}"')
+        saved.append(plots.save_prediction_grid(images, predicted, actual,
+                                                output_dir / "predictions.png", show=args.show))
+    if args.plots:
+        saved.append(plots.save_confusion_matrix(labels, predictions, names,
+                                                 output_dir / "confusion_matrix.png"))
+        metrics_file = model_dir / "metrics.json"
+        if metrics_file.is_file():
+            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+            saved.append(plots.save_training_curves(metrics, output_dir / "training_curves.png"))
+    print("saved " + ", ".join(str(p) for p in saved))

@@ -1,4 +1,5 @@
-"""`python export.py` / `ms-resnet export`: checkpoint -> MindIR (or ONNX) plus a JSON sidecar."""
+"""`python export.py` / `ms-resnet export`: checkpoint -> MindIR (or ONNX) + JSON sidecar, then a
+parity check of the exported file against the checkpoint on real test images."""
 
 from __future__ import annotations
 
@@ -9,51 +10,105 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 
-from ms_resnet.checkpoint import config_for_checkpoint, load_weights
 from ms_resnet.config import CommandParser
-from ms_resnet.data import get_dataset_info
-from ms_resnet.train import build_network, set_up_context
+from ms_resnet.data.pipeline import create_dataset
+from ms_resnet.errors import DataError, UserError
+from ms_resnet.inference import Classifier, from_checkpoint, from_mindir, sidecar_path
 
 _SUFFIX = {"MINDIR": ".mindir", "ONNX": ".onnx"}
+PARITY_TOLERANCE = 1e-4
+
+
+class ParityError(UserError):
+    """The exported model does not reproduce the checkpoint's outputs."""
 
 
 def build_parser() -> CommandParser:
     parser = CommandParser(
         prog="ms-resnet export",
-        description="Export a checkpoint with mindspore.export; writes <file_name>.json beside "
-                    "it with what inference needs (input shape, mean/std, class names).")
+        description="Export a checkpoint with mindspore.export, write <file_name>.json beside it "
+                    "(input shape, mean/std, class names), and check that the exported MINDIR "
+                    "gives the checkpoint's logits on real test images.")
     parser.add_argument("--ckpt", required=True, help="checkpoint, e.g. ckpt/mnist/best.ckpt")
     parser.add_argument("--config", help="YAML config (default: config.yaml beside --ckpt)")
     parser.add_argument("--file_name", help="output path without suffix "
                         "(default: the checkpoint's path without .ckpt)")
     parser.add_argument("--file_format", default="MINDIR", choices=sorted(_SUFFIX))
-    parser.add_argument("--batch_size", type=int, default=1, help="batch size of the input")
+    parser.add_argument("--batch_size", type=int, help="fixed batch size of the input "
+                        "(default: any batch size for MINDIR, 1 for ONNX, which has no "
+                        "dynamic shapes in MindSpore)")
+    parser.add_argument("--data_dir", help="dataset folder for the parity check "
+                        "(default: as in training)")
+    parser.add_argument("--parity_samples", type=int, default=256,
+                        help="test images used for the parity check (0: skip it)")
     return parser
 
 
-def export_checkpoint(ckpt: Path, config_path: str | None = None,
-                      file_name: str | None = None, file_format: str = "MINDIR",
-                      batch_size: int = 1) -> Path:
-    """Export `ckpt`; return the path of the exported file."""
-    config = config_for_checkpoint(ckpt, config_path)
-    set_up_context(config)
-    info = get_dataset_info(config.dataset)
-    net = build_network(config)
-    load_weights(net, ckpt)
-    net.set_train(False)
-    base = Path(file_name) if file_name else ckpt.with_suffix("")
-    shape = (batch_size, info.channels, info.image_size, info.image_size)
-    ms.export(net, ms.Tensor(np.zeros(shape, np.float32)), file_name=str(base),
-              file_format=file_format)
-    sidecar = {"model": config.model, "dataset": config.dataset, "input_shape": list(shape),
-               "channel_order": "NCHW", "pixel_scale": 1 / 255, "mean": list(info.mean),
-               "std": list(info.std), "classes": list(info.classes)}
-    base.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, ensure_ascii=False))
-    return base.with_suffix(_SUFFIX[file_format])
+def export_model(classifier: Classifier, base: Path, file_format: str = "MINDIR",
+                 batch_size: int | None = None) -> Path:
+    """Write `base` + .mindir/.onnx and `base`.json; return the model file."""
+    if file_format == "ONNX" and batch_size is None:
+        batch_size = 1
+    shape = [batch_size, classifier.channels, classifier.image_size, classifier.image_size]
+    example = (ms.Tensor(shape=shape, dtype=ms.float32) if batch_size is None
+               else ms.Tensor(np.zeros(shape, np.float32)))
+    base.parent.mkdir(parents=True, exist_ok=True)
+    ms.export(classifier.network, example, file_name=str(base), file_format=file_format)
+    path = base.with_name(base.name + _SUFFIX[file_format])
+    sidecar_path(path).write_text(json.dumps(classifier.sidecar(shape), indent=2,
+                                             ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def sample_test_images(classifier: Classifier, count: int, data_dir: str | None) -> np.ndarray:
+    data = create_dataset(classifier.dataset, "test", count, data_dir=data_dir,
+                          num_samples=count)
+    return next(data.create_tuple_iterator(num_epochs=1, output_numpy=True))[0]
+
+
+def check_parity(reference: Classifier, exported: Classifier, images: np.ndarray,
+                 batch_size: int | None) -> float:
+    """Max |logit difference|; raises ParityError above PARITY_TOLERANCE or on any top-1 change."""
+    step = batch_size or len(images)
+    usable = len(images) - len(images) % step
+    ref = reference.logits(images[:usable])
+    out = np.concatenate([exported.logits(images[i:i + step]) for i in range(0, usable, step)])
+    difference = float(np.abs(ref - out).max())
+    changed = int((ref.argmax(axis=1) != out.argmax(axis=1)).sum())
+    if difference > PARITY_TOLERANCE or changed:
+        raise ParityError(f"{exported.source}: exported model differs from the checkpoint: max "
+                          f"|logit difference| {difference:.3g} (limit {PARITY_TOLERANCE:g}), "
+                          f"{changed} of {usable} top-1 predictions changed")
+    return difference
+
+
+def export_checkpoint(ckpt: Path, config_path: str | None = None, file_name: str | None = None,
+                      file_format: str = "MINDIR", batch_size: int | None = None,
+                      data_dir: str | None = None, parity_samples: int = 256) -> Path:
+    """Export `ckpt` and, for MINDIR, verify the file against it; return the exported file."""
+    classifier = from_checkpoint(ckpt, config_path)
+    path = export_model(classifier, Path(file_name) if file_name else ckpt.with_suffix(""),
+                        file_format, batch_size)
+    print(f"exported {path} (+ {sidecar_path(path).name})")
+    if file_format != "MINDIR" or parity_samples <= 0:
+        return path
+    try:
+        images = sample_test_images(classifier, parity_samples,
+                                    data_dir or classifier.config.data_dir)
+        origin = f"{len(images)} real test images"
+    except DataError:
+        # Exporting must not need the dataset; random inputs still catch a broken export.
+        images = np.random.default_rng(0).standard_normal(
+            (parity_samples, classifier.channels, classifier.image_size,
+             classifier.image_size)).astype(np.float32)
+        origin = f"{len(images)} random inputs (test data not found)"
+    difference = check_parity(classifier, from_mindir(path), images, batch_size)
+    print(f"parity check on {origin}: max |logit difference| {difference:.3g}, "
+          "all top-1 predictions equal")
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    path = export_checkpoint(Path(args.ckpt), args.config, args.file_name, args.file_format,
-                             args.batch_size)
-    print(f"exported {path} (+ {path.with_suffix('.json').name})")
+    export_checkpoint(Path(args.ckpt), args.config, args.file_name, args.file_format,
+                      args.batch_size, args.data_dir, args.parity_samples)

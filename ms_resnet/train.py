@@ -109,6 +109,10 @@ def run_training(config: Config) -> dict:
     print(f"done in {time.perf_counter() - started:.0f} s: best test accuracy "
           f"{metrics['best_accuracy']:.2%} at epoch {metrics['best_epoch']}, "
           f"checkpoint {evaluator.best_path}", flush=True)
+    if config.export_mindir:
+        from ms_resnet.export import export_checkpoint
+
+        export_checkpoint(evaluator.best_path, str(ckpt_dir / "config.yaml"))
     return metrics
 
 

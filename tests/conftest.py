@@ -3,6 +3,7 @@ exact upstream formats, and a helper that runs the project's commands as a user 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -49,5 +50,21 @@ def run_command(*args: str, cwd: Path = ROOT, env: dict | None = None,
         command.insert(0, sys.executable)
     elif command[0].endswith(".sh"):
         command.insert(0, "bash")
-    return subprocess.run(command, check=False, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    return subprocess.run(command, check=False, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})},
+                          stdin=subprocess.DEVNULL)
+
+
+QUICK_MNIST = ("--epochs", "2", "--batch_size", "32", "--lr", "0.1", "--label_smoothing", "0")
+
+
+@pytest.fixture(scope="session")
+def mnist_run(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """ResNet-20 trained by `scripts/run_train.sh` for 2 epochs on 2,000 real MNIST images and
+    tested on 1,000; its folder holds best.ckpt, best.mindir, metrics.json and config.yaml."""
+    ckpt_dir = tmp_path_factory.mktemp("mnist_run")
+    result = run_command("scripts/run_train.sh", "configs/mnist.yaml", "--data_dir",
+                         str(mnist_small), "--ckpt_dir", str(ckpt_dir), *QUICK_MNIST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"dir": ckpt_dir, "stdout": result.stdout, "stderr": result.stderr,
+            "metrics": json.loads((ckpt_dir / "metrics.json").read_text())}

@@ -11,19 +11,6 @@ import pytest
 from ms_resnet.optim import lr_per_step
 from tests.conftest import run_command
 
-QUICK_MNIST = ("--epochs", "2", "--batch_size", "32", "--lr", "0.1", "--label_smoothing", "0")
-
-
-@pytest.fixture(scope="module")
-def mnist_run(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """ResNet-20 trained for 2 epochs on 2,000 real MNIST images, tested on 1,000."""
-    ckpt_dir = tmp_path_factory.mktemp("mnist_run")
-    result = run_command("scripts/run_train.sh", "configs/mnist.yaml", "--data_dir",
-                         str(mnist_small), "--ckpt_dir", str(ckpt_dir), *QUICK_MNIST)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return {"dir": ckpt_dir, "stdout": result.stdout, "stderr": result.stderr,
-            "metrics": json.loads((ckpt_dir / "metrics.json").read_text())}
-
 
 def test_training_beats_chance_by_far(mnist_run: dict) -> None:
     metrics = mnist_run["metrics"]

@@ -1,0 +1,126 @@
+"""A trained classifier, loaded from a checkpoint (+ config) or from an exported MindIR (+ its
+JSON sidecar), and the preprocessing of user image files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn
+
+from ms_resnet.checkpoint import config_for_checkpoint, load_weights
+from ms_resnet.data import get_dataset_info
+from ms_resnet.errors import CheckpointError, UserError
+
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+@dataclass
+class Classifier:
+    """Runs a network on normalised NCHW float32 batches; knows its dataset's metadata."""
+
+    network: Callable
+    dataset: str
+    classes: tuple[str, ...]
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+    config: Any = None  # the training Config when loaded from a checkpoint
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.network(ms.Tensor(np.ascontiguousarray(images, np.float32))).asnumpy()
+
+    def sidecar(self, input_shape: Sequence[int | None]) -> dict:
+        """What an exported model needs beside it to be used without this repository."""
+        return {"dataset": self.dataset, "model": getattr(self.config, "model", None),
+                "input_shape": list(input_shape), "channel_order": "NCHW",
+                "pixel_scale": 1 / 255, "mean": list(self.mean), "std": list(self.std),
+                "classes": list(self.classes)}
+
+
+def from_checkpoint(ckpt: Path, config_path: str | None = None,
+                    overrides: dict | None = None) -> Classifier:
+    from ms_resnet.train import build_network, set_up_context
+
+    config = config_for_checkpoint(ckpt, config_path, overrides)
+    set_up_context(config)
+    net = build_network(config)
+    load_weights(net, ckpt)
+    net.set_train(False)
+    info = get_dataset_info(config.dataset)
+    return Classifier(net, info.name, info.classes, info.channels, info.image_size, info.mean,
+                      info.std, str(ckpt), config)
+
+
+def sidecar_path(model_file: Path) -> Path:
+    return model_file.with_suffix(".json")
+
+
+def from_mindir(path: Path) -> Classifier:
+    """Load an exported MindIR; the network comes from the file, not from this package."""
+    meta_path = sidecar_path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: MindIR file not found")
+    if not meta_path.is_file():
+        raise CheckpointError(f"{path}: {meta_path.name} (written by export.py) must be beside "
+                              "it: it holds the class names and normalisation")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        graph = nn.GraphCell(ms.load(str(path)))
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise CheckpointError(f"{path}: cannot load ({str(exc).strip().splitlines()[0]})") from None
+    _, channels, size, _ = meta["input_shape"]
+    return Classifier(graph, meta["dataset"], tuple(meta["classes"]), channels, size,
+                      tuple(meta["mean"]), tuple(meta["std"]), str(path))
+
+
+def load_classifier(ckpt: str | None, mindir: str | None, config_path: str | None = None,
+                    overrides: dict | None = None) -> Classifier:
+    if bool(ckpt) == bool(mindir):
+        raise UserError("give exactly one of --ckpt and --mindir")
+    if ckpt:
+        return from_checkpoint(Path(ckpt), config_path, overrides)
+    return from_mindir(Path(mindir))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def load_image(path: Path, classifier: Classifier, invert: bool = False,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read any PNG/JPEG/... file as the network's normalised CHW input.
+
+    The image is converted to the dataset's channels (grey or RGB) and resized to its size.
+    Images above `max_pixels` are refused from their header, before being decoded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise UserError(f"{path}: image file not found")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file, expected an image")
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > max_pixels:
+                raise UserError(f"{path}: {image.width}x{image.height} image is larger than "
+                                f"the limit of {max_pixels} pixels (--max_pixels)")
+            image = image.convert("L" if classifier.channels == 1 else "RGB")
+            size = (classifier.image_size, classifier.image_size)
+            pixels = np.asarray(image.resize(size, Image.BILINEAR), np.float32)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise UserError(f"{path}: not a readable image ({exc})") from None
+    if invert:
+        pixels = 255.0 - pixels
+    pixels = pixels.reshape(*size, classifier.channels) / 255.0
+    pixels = (pixels - np.array(classifier.mean, np.float32)) / np.array(classifier.std,
+                                                                            np.float32)
+    return pixels.transpose(2, 0, 1)
