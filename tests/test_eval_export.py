@@ -200,3 +200,16 @@ def test_predict_refuses_huge_images_before_decoding(tmp_path: Path) -> None:
     classifier = Classifier(None, "mnist", tuple("0123456789"), 1, 28, (0.1,), (0.3,), "x")
     with pytest.raises(UserError, match="3000x2000 image is larger than the limit of 1000000"):
         load_image(tmp_path / "big.png", classifier, max_pixels=1_000_000)
+
+
+def test_readme_standalone_inference_snippet_runs(mnist_run: dict, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- standalone-inference -->", 1)[1]
+    code = block.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 12
+    for name in ("best.mindir", "best.json"):
+        (tmp_path / name).write_bytes((mnist_run["dir"] / name).read_bytes())
+    (tmp_path / "snippet.py").write_text(code)
+    out = _ok(run_command("snippet.py", cwd=tmp_path))
+    label, probability = out.split()
+    assert label in [str(d) for d in range(10)] and 0.1 <= float(probability) <= 1.0
