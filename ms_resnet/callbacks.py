@@ -1,10 +1,12 @@
-"""Training callbacks: progress bar, per-epoch evaluation, best checkpoint and metrics.json."""
+"""Training callbacks: progress bar, per-epoch evaluation, best and last checkpoints,
+metrics.json, and a clean stop on Ctrl-C / SIGTERM."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,11 +17,7 @@ import numpy as np
 from mindspore.train import Callback, Loss
 from tqdm import tqdm
 
-from ms_resnet.errors import UserError
-
-
-class TrainingDiverged(UserError):
-    """The training loss became NaN or infinite."""
+from ms_resnet.errors import TrainingDiverged, TrainingInterrupted, UserError
 
 
 class MeanLoss(Loss):
@@ -32,49 +30,88 @@ class MeanLoss(Loss):
         self._total_num += losses.size
 
 
+def _save_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write to a temporary file, then rename it over `path`: readers (and a crash) never see half
+    a file, and a failed write leaves the previous file as it was."""
+    tmp = path.with_name(f".{path.stem}-tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
+        kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was saved"
+        raise UserError(f"cannot write {path}: {reason}; {kept}") from None
+
+
 def write_json_atomic(data: dict, path: Path) -> None:
-    """Write JSON via a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    _save_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2), encoding="utf-8"))
 
 
 def save_checkpoint_atomic(net: ms.nn.Cell, path: Path, extra: dict | None = None) -> None:
-    """Save a checkpoint via a temporary file and a rename, so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.stem}-tmp.ckpt")
-    ms.save_checkpoint(net, str(tmp), append_dict=extra)
-    os.replace(tmp, path)
+    _save_atomic(path, lambda tmp: ms.save_checkpoint(net, str(tmp), append_dict=extra))
+
+
+class StopSignal:
+    """Turns the first Ctrl-C / SIGTERM into a request to stop after the current step; a second
+    Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        # Named generically: MindSpore's runtime may turn a Ctrl-C into SIGTERM.
+        self.requested = "interrupted (Ctrl-C / SIGTERM)"
+        print("\ninterrupted: stopping after this step (press Ctrl-C again to abort at once)",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 class ProgressBar(Callback):
     """A tqdm bar per epoch with the running loss and images/s; collects the epoch's mean loss.
 
     Stops training with `TrainingDiverged` as soon as the loss stops being finite.
+    `first_step` is where a resumed epoch starts.
     """
 
-    def __init__(self, batch_size: int, epochs: int, enabled: bool = True) -> None:
+    def __init__(self, batch_size: int, epochs: int, first_step: int = 0,
+                 enabled: bool = True) -> None:
         super().__init__()
         self.batch_size, self.epochs, self.enabled = batch_size, epochs, enabled
+        self.first_step = first_step
         self.bar: tqdm | None = None
         self.loss_sum, self.steps, self.start = 0.0, 0, 0.0
         self.epoch_loss, self.epoch_seconds = math.nan, math.nan
 
+    @property
+    def step_in_epoch(self) -> int:
+        return self.first_step + self.steps
+
     def on_train_epoch_begin(self, run_context) -> None:
         params = run_context.original_args()
         self.loss_sum, self.steps, self.start = 0.0, 0, time.perf_counter()
-        self.bar = tqdm(total=params.batch_num, file=sys.stderr, leave=True, dynamic_ncols=True,
+        self.bar = tqdm(total=params.batch_num, initial=self.first_step, file=sys.stderr,
                         desc=f"epoch {params.cur_epoch_num}/{self.epochs}", unit="step",
-                        disable=not self.enabled, mininterval=1.0)
+                        dynamic_ncols=True, disable=not self.enabled, mininterval=1.0)
 
     def on_train_step_end(self, run_context) -> None:
         params = run_context.original_args()
         loss = float(np.asarray(params.net_outputs.asnumpy()).reshape(-1)[0])
         if not math.isfinite(loss):
             self.bar.close()
-            step = (params.cur_step_num - 1) % params.batch_num + 1
-            raise TrainingDiverged(f"training loss became {loss} at epoch {params.cur_epoch_num}, "
-                                   f"step {step}; checkpoints already saved are untouched "
-                                   "(try a lower --lr)")
+            raise TrainingDiverged(f"training loss became {loss} at epoch {params.cur_epoch_num},"
+                                   f" step {self.step_in_epoch + 1}; checkpoints already saved "
+                                   "are untouched (try a lower --lr)")
         self.loss_sum += loss
         self.steps += 1
         rate = self.steps * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
@@ -85,23 +122,54 @@ class ProgressBar(Callback):
     def on_train_epoch_end(self, run_context) -> None:
         self.epoch_seconds = time.perf_counter() - self.start
         self.epoch_loss = self.loss_sum / max(self.steps, 1)
+        self.first_step = 0
         self.bar.close()
 
 
 class EvalCheckpoint(Callback):
-    """After each epoch: evaluate, print the tutorial's test line, keep the best checkpoint and
-    record the epoch in metrics.json."""
+    """After each epoch: evaluate, print the tutorial's test line, keep best.ckpt (network only)
+    and last.ckpt (network + optimizer + position, for --resume), and record metrics.json.
 
-    def __init__(self, net: ms.nn.Cell, evaluate: Callable[[], dict], progress: ProgressBar,
-                 ckpt_dir: Path, epochs: int, header: dict, save: bool = True) -> None:
+    On a stop signal it saves last.ckpt at the current step and raises `TrainingInterrupted`.
+    """
+
+    def __init__(self, net: ms.nn.Cell, train_network: ms.nn.Cell,
+                 evaluate: Callable[[], dict], progress: ProgressBar, ckpt_dir: Path,
+                 epochs: int, metrics: dict, stop: StopSignal, resume_hint: str,
+                 before_first_save: Callable[[], None] = lambda: None) -> None:
         super().__init__()
-        self.net, self.evaluate, self.progress = net, evaluate, progress
-        self.ckpt_dir, self.epochs, self.save = Path(ckpt_dir), epochs, save
-        self.metrics = dict(header, best_accuracy=None, best_epoch=None, epochs=[])
+        self.net, self.train_network, self.evaluate = net, train_network, evaluate
+        self.progress, self.ckpt_dir, self.epochs = progress, Path(ckpt_dir), epochs
+        self.metrics, self.stop, self.resume_hint = metrics, stop, resume_hint
+        self.before_first_save = before_first_save
 
     @property
     def best_path(self) -> Path:
         return self.ckpt_dir / "best.ckpt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.ckpt_dir / "last.ckpt"
+
+    def _save_last(self, epochs_done: int, step: int) -> None:
+        self.before_first_save()
+        save_checkpoint_atomic(self.train_network, self.last_path, {
+            "epoch": epochs_done, "step": step,
+            "best_accuracy": self.metrics["best_accuracy"] or -1.0,
+            "best_epoch": self.metrics["best_epoch"] or 0})
+
+    def on_train_step_end(self, run_context) -> None:
+        if not self.stop.requested:
+            return
+        params = run_context.original_args()
+        epoch, step = params.cur_epoch_num, self.progress.step_in_epoch
+        self.progress.bar.close()
+        if step >= params.batch_num:  # the epoch is complete: let on_train_epoch_end finish it
+            run_context.request_stop()
+            return
+        self._save_last(epoch - 1, step)
+        raise TrainingInterrupted(f"{self.stop.requested}: stopped at epoch {epoch}, step {step}"
+                                  f"; {self.last_path} saved. Resume with: {self.resume_hint}")
 
     def on_train_epoch_end(self, run_context) -> None:
         params = run_context.original_args()
@@ -110,24 +178,26 @@ class EvalCheckpoint(Callback):
         result = self.evaluate()
         eval_seconds = time.perf_counter() - started
         accuracy, loss = float(result["accuracy"]), float(result["loss"])
-        train_images = params.batch_num * self.progress.batch_size
+        images = self.progress.steps * self.progress.batch_size
         record = {"epoch": epoch, "train_loss": self.progress.epoch_loss, "test_loss": loss,
                   "test_accuracy": accuracy, "seconds": self.progress.epoch_seconds,
                   "eval_seconds": eval_seconds,
-                  "images_per_second": train_images / self.progress.epoch_seconds}
+                  "images_per_second": images / self.progress.epoch_seconds}
         best = self.metrics["best_accuracy"]
-        improved = best is None or accuracy > best
         note = ""
-        if improved:
+        if best is None or accuracy > best:
             self.metrics.update(best_accuracy=accuracy, best_epoch=epoch)
-            if self.save:
-                save_checkpoint_atomic(self.net, self.best_path,
-                                       {"epoch": epoch, "accuracy": accuracy})
-                note = f" -> saved {self.best_path}"
+            self.before_first_save()
+            save_checkpoint_atomic(self.net, self.best_path,
+                                   {"epoch": epoch, "accuracy": accuracy})
+            note = f" -> saved {self.best_path}"
+        self._save_last(epoch, 0)
         self.metrics["epochs"].append(record)
-        if self.save:
-            write_json_atomic(self.metrics, self.ckpt_dir / "metrics.json")
+        write_json_atomic(self.metrics, self.ckpt_dir / "metrics.json")
         print(f"epoch {epoch}/{self.epochs}: train loss {record['train_loss']:.4f} | "
               f"test loss {loss:.4f} | test accuracy {accuracy:.2%} "
               f"(best {self.metrics['best_accuracy']:.2%}){note} | "
               f"{record['seconds']:.1f} s, {record['images_per_second']:.0f} img/s", flush=True)
+        if self.stop.requested:
+            raise TrainingInterrupted(f"{self.stop.requested}: stopped after epoch {epoch}; "
+                                      f"{self.last_path} saved. Resume with: {self.resume_hint}")

@@ -47,3 +47,26 @@ def load_weights(net: nn.Cell, ckpt: Path) -> dict:
     names = {p.name for p in net.get_parameters()}
     return {k: v.asnumpy().item() for k, v in saved.items()
             if k not in names and v.size == 1}
+
+
+_EXTRA_KEYS = ("epoch", "step", "accuracy", "best_accuracy", "best_epoch")
+
+
+def read_extras(ckpt: Path) -> dict:
+    """The position and accuracy entries saved with a checkpoint ({} if it cannot be read)."""
+    try:
+        saved = ms.load_checkpoint(str(ckpt), choice_func=lambda name: name in _EXTRA_KEYS)
+    except (ValueError, RuntimeError, OSError):
+        return {}
+    return {key: saved[key].asnumpy().item() for key in _EXTRA_KEYS if key in saved}
+
+
+def load_training_state(train_network: nn.Cell, ckpt: Path) -> dict:
+    """Load a last.ckpt (network + optimizer state) into the training network; return its
+    position and best accuracy so far."""
+    extras = load_weights(train_network, ckpt)
+    missing = [key for key in ("epoch", "step", "best_accuracy") if key not in extras]
+    if missing:
+        raise CheckpointError(f"{ckpt}: not a resumable checkpoint (no {', '.join(missing)}); "
+                              "--resume takes the last.ckpt written during training")
+    return extras

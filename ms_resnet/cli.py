@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Callable
 
 from ms_resnet.config import CommandParser
-from ms_resnet.errors import UserError
+from ms_resnet.errors import TrainingInterrupted, UserError
 
 
 def _train(argv: Sequence[str]) -> None:
@@ -101,6 +101,9 @@ def run(command: str, argv: Sequence[str]) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

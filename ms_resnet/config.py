@@ -216,8 +216,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, default_config: str | 
                            help=f"{field.metadata['help']}{shown} [default: {default}]")
 
 
-def config_from_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> Config:
-    """Parse a command line made by `add_config_arguments`; unknown options raise ConfigError."""
+def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None
+                      ) -> tuple[argparse.Namespace, dict[str, str]]:
+    """Parse a command line made by `add_config_arguments`: the namespace, and the config keys
+    given on it; an unknown `--key` raises ConfigError naming the closest valid key."""
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         option = next((u for u in unknown if u.startswith("--")), unknown[0])
@@ -225,8 +227,7 @@ def config_from_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None
         if option.startswith("--") and key not in FIELDS:
             raise _unknown_key(key, "command line")
         raise ConfigError(f"command line: unexpected argument {option!r}")
-    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
-    return build_config(args.config, overrides)
+    return args, {k: v for k, v in vars(args).items() if k in FIELDS}
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -15,3 +15,11 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not fit the network."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM: training stopped after saving last.ckpt (exit code 130)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from collections.abc import Sequence
@@ -12,12 +13,15 @@ import mindspore.dataset as ds
 from mindspore import nn
 from mindspore.train import Accuracy, Model
 
-from ms_resnet.callbacks import EvalCheckpoint, MeanLoss, ProgressBar
+from ms_resnet.callbacks import EvalCheckpoint, MeanLoss, ProgressBar, StopSignal
+from ms_resnet.checkpoint import load_training_state, read_extras
 from ms_resnet.config import (
     CommandParser,
     Config,
+    ConfigError,
     add_config_arguments,
-    config_from_args,
+    build_config,
+    parse_config_args,
     save_config,
 )
 from ms_resnet.data import get_dataset_info
@@ -27,6 +31,8 @@ from ms_resnet.models import create_model
 from ms_resnet.optim import create_optimizer
 
 DEFAULT_CONFIG = "configs/mnist.yaml"
+# Keys that may differ when resuming: where things are, not what is trained.
+RESUME_MAY_CHANGE = {"data_dir", "ckpt_dir", "num_parallel_workers", "export_mindir"}
 
 
 class EvalNet(nn.Cell):
@@ -65,10 +71,42 @@ def build_eval_model(net: nn.Cell) -> Model:
                  metrics={"accuracy": Accuracy(), "loss": MeanLoss()})
 
 
-def run_training(config: Config) -> dict:
-    """Train with `config`; return the metrics that were written to metrics.json."""
+def _prepare_output(ckpt_dir: Path, resuming: bool, overwrite: bool) -> None:
+    """Refuse to clobber an earlier run, and find out now (not after an epoch) if the folder
+    cannot be written."""
+    earlier = [p.name for p in (ckpt_dir / "best.ckpt", ckpt_dir / "last.ckpt") if p.exists()]
+    if earlier and not (resuming or overwrite):
+        raise UserError(f"{ckpt_dir} already holds a training run ({', '.join(earlier)}); "
+                        "continue it with --resume, or start over with --overwrite "
+                        "(or choose another --ckpt_dir)")
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        probe = ckpt_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"ckpt_dir {ckpt_dir}: cannot write there ({exc.strerror})") from None
+
+
+def _resumed_metrics(ckpt_dir: Path, state: dict, header: dict) -> dict:
+    """metrics.json up to the resumed epoch, and the best accuracy that best.ckpt really holds."""
+    metrics = dict(header, best_accuracy=None, best_epoch=None, epochs=[])
+    path = ckpt_dir / "metrics.json"
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        metrics["epochs"] = [e for e in saved.get("epochs", []) if e["epoch"] <= state["epoch"]]
+    best = read_extras(ckpt_dir / "best.ckpt")
+    if "accuracy" in best:
+        metrics.update(best_accuracy=best["accuracy"], best_epoch=best["epoch"])
+    return metrics
+
+
+def run_training(config: Config, resume: Path | None = None, overwrite: bool = False) -> dict:
+    """Train with `config` (continuing from the last.ckpt `resume`); return the metrics that
+    were written to metrics.json."""
     set_up_context(config)
     ckpt_dir = Path(config.ckpt_dir)
+    _prepare_output(ckpt_dir, resume is not None, overwrite)
     train_data = create_dataset(config.dataset, "train", config.batch_size,
                                 data_dir=config.data_dir, augment=config.augment,
                                 num_samples=config.num_samples,
@@ -80,32 +118,55 @@ def run_training(config: Config) -> dict:
     if steps == 0:
         raise UserError(f"batch_size {config.batch_size} is larger than the training set; "
                         "lower --batch_size or raise --num_samples")
-    try:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, ckpt_dir / "config.yaml")
-    except OSError as exc:
-        raise UserError(f"ckpt_dir {ckpt_dir}: cannot write there ({exc.strerror})") from None
 
     net = build_network(config)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    optimizer = create_optimizer(net, config, steps)
+    model = Model(net, loss_fn=loss_fn, optimizer=create_optimizer(net, config, steps))
     eval_model = build_eval_model(net)
-    model = Model(net, loss_fn=loss_fn, optimizer=optimizer)
-
-    progress = ProgressBar(config.batch_size, config.epochs)
     header = {"config": config.to_dict(), "mindspore": ms.__version__,
               "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    evaluator = EvalCheckpoint(net, lambda: eval_model.eval(test_data, dataset_sink_mode=False),
-                               progress, ckpt_dir, config.epochs, header)
+    epochs_done, first_step = 0, 0
+    if resume is None:
+        metrics = dict(header, best_accuracy=None, best_epoch=None, epochs=[])
+    else:
+        state = load_training_state(model.train_network, resume)
+        epochs_done, first_step = int(state["epoch"]), int(state["step"])
+        metrics = _resumed_metrics(ckpt_dir, state, header)
+        if epochs_done >= config.epochs:
+            print(f"{resume}: training already finished ({epochs_done} of {config.epochs} "
+                  "epochs); nothing to resume")
+            return metrics
+        # Replay the data pipeline's random state up to where the run stopped.
+        ds.config.set_fast_recovery(False)
+        train_data.set_init_step(epochs_done * steps + first_step)
+        print(f"resuming from {resume}: epoch {epochs_done + 1}, step {first_step + 1} of "
+              f"{steps}", flush=True)
+
+    config_written = []
+
+    def save_config_once() -> None:
+        # Written with the first checkpoint, so a run that fails early leaves an earlier run's
+        # files as they were.
+        if not config_written:
+            save_config(config, ckpt_dir / "config.yaml")
+            config_written.append(True)
+
+    progress = ProgressBar(config.batch_size, config.epochs, first_step)
     params = sum(p.size for p in net.trainable_params())
     print(f"training {config.model} ({params / 1e6:.2f}M parameters) on {config.dataset}: "
           f"{steps} steps x {config.batch_size} images per epoch, {config.epochs} epochs, "
           f"{config.mode} mode on {config.device_target}; output in {ckpt_dir}", flush=True)
     started = time.perf_counter()
-    model.train(config.epochs, train_data, callbacks=[progress, evaluator],
-                dataset_sink_mode=False)
-    metrics = evaluator.metrics
+    stop = StopSignal()
+    with stop:
+        evaluator = EvalCheckpoint(
+            net, model.train_network,
+            lambda: eval_model.eval(test_data, dataset_sink_mode=False), progress, ckpt_dir,
+            config.epochs, metrics, stop, f"python train.py --resume {ckpt_dir / 'last.ckpt'}",
+            save_config_once)
+        model.train(config.epochs, train_data, callbacks=[progress, evaluator],
+                    dataset_sink_mode=False, initial_epoch=epochs_done)
     print(f"done in {time.perf_counter() - started:.0f} s: best test accuracy "
           f"{metrics['best_accuracy']:.2%} at epoch {metrics['best_epoch']}, "
           f"checkpoint {evaluator.best_path}", flush=True)
@@ -121,9 +182,38 @@ def build_parser() -> CommandParser:
         prog="ms-resnet train",
         description="Train a ResNet; every config key can be overridden as --key value.")
     add_config_arguments(parser, DEFAULT_CONFIG)
+    run = parser.add_argument_group("run control")
+    run.add_argument("--resume", nargs="?", const="auto", metavar="LAST_CKPT",
+                     help="continue an interrupted run from its last.ckpt (default: "
+                     "<ckpt_dir>/last.ckpt), with the config saved beside it")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start over in a ckpt_dir that already holds a run")
     return parser
 
 
+def _resume_config(last_ckpt: Path, overrides: dict) -> Config:
+    saved = last_ckpt.parent / "config.yaml"
+    if not last_ckpt.is_file() or not saved.is_file():
+        missing = last_ckpt if not last_ckpt.is_file() else saved
+        raise UserError(f"cannot resume: {missing} not found (was the run started with this "
+                        "--ckpt_dir?)")
+    original = build_config(saved)
+    changed = {k: v for k, v in overrides.items() if k not in RESUME_MAY_CHANGE}
+    resumed = build_config(saved, {**overrides, "ckpt_dir": str(last_ckpt.parent)})
+    for key in changed:
+        if getattr(resumed, key) != getattr(original, key):
+            raise ConfigError(f"command line: {key} cannot change when resuming (the run used "
+                              f"{getattr(original, key)!r}); only "
+                              f"{', '.join(sorted(RESUME_MAY_CHANGE))} may")
+    return resumed
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    config = config_from_args(build_parser(), argv)
-    run_training(config)
+    args, overrides = parse_config_args(build_parser(), argv)
+    config = build_config(args.config, overrides)
+    resume = None
+    if args.resume:
+        resume = (Path(config.ckpt_dir) / "last.ckpt" if args.resume == "auto"
+                  else Path(args.resume))
+        config = _resume_config(resume, overrides)
+    run_training(config, resume, args.overwrite)
