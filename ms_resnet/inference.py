@@ -108,6 +108,7 @@ def load_image(path: Path, classifier: Classifier, invert: bool = False,
         raise UserError(f"{path}: image file not found")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file, expected an image")
+    pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our limit applies below
     try:
         with Image.open(path) as image:
             if image.width * image.height > max_pixels:
@@ -116,8 +117,10 @@ def load_image(path: Path, classifier: Classifier, invert: bool = False,
             image = image.convert("L" if classifier.channels == 1 else "RGB")
             size = (classifier.image_size, classifier.image_size)
             pixels = np.asarray(image.resize(size, Image.BILINEAR), np.float32)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError) as exc:
         raise UserError(f"{path}: not a readable image ({exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
     if invert:
         pixels = 255.0 - pixels
     pixels = pixels.reshape(*size, classifier.channels) / 255.0

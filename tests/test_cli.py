@@ -85,7 +85,7 @@ def test_unknown_key_in_config_file(tmp_path: Path) -> None:
                     str(config), "unknown key 'learning_rate'")
 
 
-def test_eval_of_a_truncated_checkpoint(tmp_path: Path) -> None:
+def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("dataset: mnist\nmodel: resnet20\n")
     (tmp_path / "best.ckpt").write_bytes(b"\x00" * 100)
     _one_line_error(run_command("eval.py", "--ckpt", str(tmp_path / "best.ckpt")),
