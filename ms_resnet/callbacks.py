@@ -136,8 +136,12 @@ class EvalCheckpoint(Callback):
     def __init__(self, net: ms.nn.Cell, train_network: ms.nn.Cell,
                  evaluate: Callable[[], dict], progress: ProgressBar, ckpt_dir: Path,
                  epochs: int, metrics: dict, stop: StopSignal, resume_hint: str,
-                 before_first_save: Callable[[], None] = lambda: None) -> None:
+                 before_first_save: Callable[[], None] = lambda: None,
+                 is_main: bool = True) -> None:
         super().__init__()
+        # Under data parallelism only the main rank evaluates and writes files; the weights
+        # are the same on every rank, and the saved BN statistics are the main rank's.
+        self.is_main = is_main
         self.net, self.train_network, self.evaluate = net, train_network, evaluate
         self.progress, self.ckpt_dir, self.epochs = progress, Path(ckpt_dir), epochs
         self.metrics, self.stop, self.resume_hint = metrics, stop, resume_hint
@@ -167,13 +171,18 @@ class EvalCheckpoint(Callback):
         if step >= params.batch_num:  # the epoch is complete: let on_train_epoch_end finish it
             run_context.request_stop()
             return
-        self._save_last(epoch - 1, step)
+        if self.is_main:
+            self._save_last(epoch - 1, step)
         raise TrainingInterrupted(f"{self.stop.requested}: stopped at epoch {epoch}, step {step}"
                                   f"; {self.last_path} saved. Resume with: {self.resume_hint}")
 
     def on_train_epoch_end(self, run_context) -> None:
         params = run_context.original_args()
         epoch = params.cur_epoch_num
+        if not self.is_main:
+            if self.stop.requested:
+                raise TrainingInterrupted(f"{self.stop.requested}: stopped after epoch {epoch}")
+            return
         started = time.perf_counter()
         result = self.evaluate()
         eval_seconds = time.perf_counter() - started

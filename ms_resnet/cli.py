@@ -38,6 +38,12 @@ def _predict(argv: Sequence[str]) -> None:
     main(argv)
 
 
+def _xihe_pack(argv: Sequence[str]) -> None:
+    from ms_resnet.xihe import main
+
+    main(argv)
+
+
 def _download(argv: Sequence[str]) -> None:
     from ms_resnet.data import DATASETS, get_dataset_info
     from ms_resnet.data.download import download
@@ -88,6 +94,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], None], str]] = {
     "eval": (_eval, "evaluate a checkpoint or MindIR on the test split"),
     "export": (_export, "export a checkpoint to MindIR or ONNX, with a parity check"),
     "predict": (_predict, "classify image files (top-k classes with probabilities)"),
+    "xihe-pack": (_xihe_pack, "prepare a trained model and the Gradio app for XiHe"),
     "download": (_download, "download a dataset and verify its md5"),
     "models": (_models, "list the registered networks"),
     "datasets": (_datasets, "list the datasets and which files are present"),

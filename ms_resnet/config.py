@@ -48,6 +48,8 @@ class Config:
     mode: str = _field("graph", "MindSpore execution mode", ["graph", "pynative"])
     seed: int = _field(42, "random seed: the same seed gives the same metrics", low=0)
     num_parallel_workers: int = _field(2, "dataset map workers", low=1)
+    distribute: bool = _field(False, "data-parallel training under msrun "
+                              "(see scripts/run_distribute_train.sh)")
     # dataset
     dataset: str = _field("mnist", "dataset name", _dataset_names)
     data_dir: str | None = _field(
@@ -55,7 +57,7 @@ class Config:
     num_samples: int | None = _field(None, "use only the first N training images", low=1)
     eval_num_samples: int | None = _field(None, "use only the first N test images", low=1)
     augment: bool = _field(True, "training augmentation (random crop; flip where valid)")
-    batch_size: int = _field(128, "training batch size", low=1)
+    batch_size: int = _field(128, "training batch size (per worker under --distribute)", low=1)
     eval_batch_size: int = _field(256, "evaluation batch size", low=1)
     # model
     model: str = _field("resnet20", "network name (see `ms-resnet models`)", _model_names)
@@ -69,6 +71,9 @@ class Config:
     momentum: float = _field(0.9, "momentum (SGD) or beta1 (Adam)", low=0.0, high=1.0,
                              high_open=True)
     nesterov: bool = _field(True, "Nesterov momentum (SGD only)")
+    lr_scaling: str = _field("linear", "under --distribute: 'linear' multiplies lr by the "
+                             "number of workers (global batch = workers x batch_size)",
+                             ["linear", "none"])
     weight_decay: float = _field(5e-4, "L2 weight decay on conv/dense weights", low=0.0)
     label_smoothing: float = _field(0.0, "label smoothing of the training loss", low=0.0,
                                     high=1.0, high_open=True)

@@ -49,7 +49,8 @@ def from_checkpoint(ckpt: Path, config_path: str | None = None,
                     overrides: dict | None = None) -> Classifier:
     from ms_resnet.train import build_network, set_up_context
 
-    config = config_for_checkpoint(ckpt, config_path, overrides)
+    # Inference is one process, even for a model trained with --distribute.
+    config = config_for_checkpoint(ckpt, config_path, {**(overrides or {}), "distribute": False})
     set_up_context(config)
     net = build_network(config)
     load_weights(net, ckpt)

@@ -41,9 +41,15 @@ def lr_per_step(schedule: str, lr: float, epochs: int, steps_per_epoch: int,
     return values.astype(np.float32)
 
 
-def create_optimizer(net: nn.Cell, config: Config, steps_per_epoch: int) -> nn.Optimizer:
-    """SGD (momentum) or Adam; weight decay on conv/dense weights only, not on BN or biases."""
-    lr = Tensor(lr_per_step(config.lr_schedule, config.lr, config.epochs, steps_per_epoch,
+def create_optimizer(net: nn.Cell, config: Config, steps_per_epoch: int,
+                     workers: int = 1) -> nn.Optimizer:
+    """SGD (momentum) or Adam; weight decay on conv/dense weights only, not on BN or biases.
+
+    With `workers` data-parallel processes the global batch is `workers * batch_size`;
+    `lr_scaling: linear` scales the learning rate with it (Goyal et al. 2017).
+    """
+    peak = config.lr * (workers if config.lr_scaling == "linear" else 1)
+    lr = Tensor(lr_per_step(config.lr_schedule, peak, config.epochs, steps_per_epoch,
                             config.warmup_epochs))
     params = net.trainable_params()
     decayed = [p for p in params if p.ndim > 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -48,13 +49,37 @@ class EvalNet(nn.Cell):
         return self.loss(logits, label), logits, label
 
 
-def set_up_context(config: Config) -> None:
-    """Execution mode, device and every random seed (same seed => same metrics)."""
+def set_up_context(config: Config) -> tuple[int, int]:
+    """Execution mode, device, every random seed (same seed => same metrics) and, under
+    --distribute, the data-parallel group. Returns (rank, number of workers)."""
     mode = ms.GRAPH_MODE if config.mode == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
     ms.set_device(config.device_target)
+    # Every rank starts from the same weights only because they share the seed.
     ms.set_seed(config.seed)
     ds.config.set_seed(config.seed)
+    if not config.distribute:
+        return 0, 1
+    from mindspore.communication import get_group_size, get_rank, init
+
+    try:
+        init()
+    except RuntimeError as exc:
+        raise UserError("distributed start-up failed (--distribute runs under msrun: "
+                        "bash scripts/run_distribute_train.sh N ...): "
+                        f"{str(exc).strip().splitlines()[0]}") from None
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,
+                                 gradients_mean=True, device_num=get_group_size())
+    return get_rank(), get_group_size()
+
+
+def parameter_digest(net: nn.Cell) -> str:
+    """sha256 of all trainable parameters: equal on every rank of a healthy data-parallel run."""
+    digest = hashlib.sha256()
+    for param in net.trainable_params():
+        digest.update(param.name.encode())
+        digest.update(param.asnumpy().tobytes())
+    return digest.hexdigest()
 
 
 def build_network(config: Config) -> nn.Cell:
@@ -104,13 +129,16 @@ def _resumed_metrics(ckpt_dir: Path, state: dict, header: dict) -> dict:
 def run_training(config: Config, resume: Path | None = None, overwrite: bool = False) -> dict:
     """Train with `config` (continuing from the last.ckpt `resume`); return the metrics that
     were written to metrics.json."""
-    set_up_context(config)
+    rank, workers = set_up_context(config)
+    is_main = rank == 0
     ckpt_dir = Path(config.ckpt_dir)
-    _prepare_output(ckpt_dir, resume is not None, overwrite)
+    if is_main:
+        _prepare_output(ckpt_dir, resume is not None, overwrite)
+    shards = {"num_shards": workers, "shard_id": rank} if workers > 1 else {}
     train_data = create_dataset(config.dataset, "train", config.batch_size,
                                 data_dir=config.data_dir, augment=config.augment,
                                 num_samples=config.num_samples,
-                                num_parallel_workers=config.num_parallel_workers)
+                                num_parallel_workers=config.num_parallel_workers, **shards)
     test_data = create_dataset(config.dataset, "test", config.eval_batch_size,
                                data_dir=config.data_dir, num_samples=config.eval_num_samples,
                                num_parallel_workers=config.num_parallel_workers)
@@ -121,7 +149,7 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
 
     net = build_network(config)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    model = Model(net, loss_fn=loss_fn, optimizer=create_optimizer(net, config, steps))
+    model = Model(net, loss_fn=loss_fn, optimizer=create_optimizer(net, config, steps, workers))
     eval_model = build_eval_model(net)
     header = {"config": config.to_dict(), "mindspore": ms.__version__,
               "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
@@ -152,11 +180,15 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
             save_config(config, ckpt_dir / "config.yaml")
             config_written.append(True)
 
-    progress = ProgressBar(config.batch_size, config.epochs, first_step)
+    progress = ProgressBar(config.batch_size * workers, config.epochs, first_step,
+                           enabled=is_main)
     params = sum(p.size for p in net.trainable_params())
-    print(f"training {config.model} ({params / 1e6:.2f}M parameters) on {config.dataset}: "
-          f"{steps} steps x {config.batch_size} images per epoch, {config.epochs} epochs, "
-          f"{config.mode} mode on {config.device_target}; output in {ckpt_dir}", flush=True)
+    log = print if is_main else (lambda *args, **kwargs: None)
+    scale = f" on {workers} workers" if workers > 1 else ""
+    log(f"training {config.model} ({params / 1e6:.2f}M parameters) on {config.dataset}: "
+        f"{steps} steps x {config.batch_size * workers} images per epoch{scale}, "
+        f"{config.epochs} epochs, {config.mode} mode on {config.device_target}; "
+        f"output in {ckpt_dir}", flush=True)
     started = time.perf_counter()
     stop = StopSignal()
     with stop:
@@ -164,9 +196,13 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
             net, model.train_network,
             lambda: eval_model.eval(test_data, dataset_sink_mode=False), progress, ckpt_dir,
             config.epochs, metrics, stop, f"python train.py --resume {ckpt_dir / 'last.ckpt'}",
-            save_config_once)
+            save_config_once, is_main)
         model.train(config.epochs, train_data, callbacks=[progress, evaluator],
                     dataset_sink_mode=False, initial_epoch=epochs_done)
+    if workers > 1:
+        print(f"rank {rank}: trainable parameter sha256 {parameter_digest(net)}", flush=True)
+    if not is_main:
+        return metrics
     print(f"done in {time.perf_counter() - started:.0f} s: best test accuracy "
           f"{metrics['best_accuracy']:.2%} at epoch {metrics['best_epoch']}, "
           f"checkpoint {evaluator.best_path}", flush=True)

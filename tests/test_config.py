@@ -26,7 +26,8 @@ def test_every_dataset_has_a_config_and_every_config_loads() -> None:
         # Every key is written out, so a config file documents the whole recipe.
         assert set(load_yaml(path)) >= set(FIELDS) - {"data_dir", "num_samples",
                                                        "eval_num_samples", "shortcut",
-                                                       "warmup_epochs", "ckpt_dir"}
+                                                       "warmup_epochs", "ckpt_dir",
+                                                       "distribute"}
 
 
 def test_tutorial_config_is_the_tutorial_recipe() -> None:

@@ -17,10 +17,13 @@ def _reader(info: DatasetInfo, folder: Path, split: str, shuffle: bool,
             shard_id: int | None, workers: int) -> ds.Dataset:
     reader_cls = getattr(ds, info.reader)
     kwargs = {"usage": split, "num_parallel_workers": workers}
-    if num_shards:
-        # Each shard gets 1/num_shards of the (optionally limited) split.
-        kwargs.update(shuffle=shuffle, num_shards=num_shards, shard_id=shard_id,
-                      num_samples=num_samples)
+    if num_shards and num_samples:
+        # Disjoint shards of the first N images, each reshuffled every epoch.
+        shard = list(range(shard_id, num_samples, num_shards))
+        kwargs.update(sampler=ds.SubsetRandomSampler(shard) if shuffle
+                      else ds.SubsetSampler(shard))
+    elif num_shards:
+        kwargs.update(shuffle=shuffle, num_shards=num_shards, shard_id=shard_id)
     elif num_samples and shuffle:
         # A fixed subset (the first N images), reshuffled every epoch.
         kwargs.update(sampler=ds.SubsetRandomSampler(list(range(num_samples))))

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Data-parallel training with MindSpore's msrun launcher.
+# Usage: bash scripts/run_distribute_train.sh NUM_WORKERS [CONFIG] [--key value ...]
+#   NUM_WORKERS  total number of worker processes (all machines together)
+#   CONFIG       defaults to configs/mnist.yaml; --key value overrides any config key.
+#   batch_size is per worker: the global batch is NUM_WORKERS x batch_size, and with
+#   lr_scaling: linear (the default) the learning rate is multiplied by NUM_WORKERS.
+# Several machines: run the same command on each, with the same MASTER_ADDR (the first
+# machine's address) and MASTER_PORT, and this machine's NODE_RANK (0, 1, ...):
+#   MASTER_ADDR=10.0.0.1 MASTER_PORT=8118 NODE_RANK=0 LOCAL_WORKER_NUM=8 \
+#     bash scripts/run_distribute_train.sh 16 configs/cifar10.yaml
+# Environment: MASTER_ADDR (default 127.0.0.1), MASTER_PORT (default: a free port, single
+# machine only), NODE_RANK, LOCAL_WORKER_NUM (workers on this machine, default NUM_WORKERS),
+# CLUSTER_TIME_OUT (seconds to wait for all workers to join, default 600).
+# Worker logs: <ckpt_dir>/logs/worker_<rank>.log. Only rank 0 prints progress, evaluates and
+# writes checkpoints.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ $# -lt 1 || ! $1 =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: usage: bash scripts/run_distribute_train.sh NUM_WORKERS [CONFIG] [--key value ...]" >&2
+  exit 2
+fi
+workers=$1
+shift
+config="$root/configs/mnist.yaml"
+if [[ $# -gt 0 && $1 != -* ]]; then
+  config="$1"
+  shift
+fi
+ckpt_dir="ckpt/$(basename "${config%.*}")"
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  if [[ ${args[i]} == --ckpt_dir || ${args[i]} == --output_path ]] && ((i + 1 < ${#args[@]})); then
+    ckpt_dir=${args[i + 1]}
+  fi
+done
+port=${MASTER_PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+export GLOG_v=${GLOG_v:-3}
+node_args=()
+[[ -n ${NODE_RANK:-} ]] && node_args+=(--node_rank "$NODE_RANK")
+mkdir -p "$ckpt_dir/logs"
+# msrun shows rank 0's output here; its own messages go to logs/msrun.log.
+set +e
+msrun --worker_num "$workers" --local_worker_num "${LOCAL_WORKER_NUM:-$workers}" \
+  --master_addr "${MASTER_ADDR:-127.0.0.1}" --master_port "$port" "${node_args[@]}" \
+  --cluster_time_out "${CLUSTER_TIME_OUT:-600}" --log_dir "$ckpt_dir/logs" --join True \
+  --tail_worker_log 0 \
+  "$root/train.py" --config "$config" --distribute true --ckpt_dir "$ckpt_dir" "${args[@]}" \
+  2> "$ckpt_dir/logs/msrun.log"
+status=$?
+set -e
+if [[ $status -ne 0 ]]; then
+  echo "error: distributed training failed (msrun exit code $status): a worker stopped or" \
+    "could not start; see $ckpt_dir/logs/worker_*.log. Resume from the last finished epoch" \
+    "with: bash scripts/run_distribute_train.sh $workers $config --ckpt_dir $ckpt_dir --resume" >&2
+  exit "$status"
+fi

@@ -1,0 +1,316 @@
+"""XiHe deployment: `ms-resnet xihe-pack`, and the Gradio app of inference/ started the way
+XiHe's inference runtime starts it (the files named in config.json beside app.py, then
+`python3 app.py`), used through its HTTP API and through a real headless Chromium."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT, run_command
+
+INFERENCE = ROOT / "inference"
+EXAMPLES = INFERENCE / "examples" / "mnist"
+SEVEN = EXAMPLES / "mnist_test_00_label_7.png"  # the first MNIST test image
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = ROOT / "docs" / "images" / "xihe_app.png"
+START_TIMEOUT = 90
+LOCAL = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOCAL, 0))
+        return sock.getsockname()[1]
+
+
+def model_file_names() -> list[str]:
+    entries = json.loads((INFERENCE / "config.json").read_text(encoding="utf-8"))["model_path"]
+    return [entry.rsplit("/", 1)[-1] for entry in entries]
+
+
+def http_ok(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+    try:
+        with opener.open(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def xihe_app(mnist_run: dict, tmp_path_factory: pytest.TempPathFactory):
+    """inference/ copied as XiHe's runtime has it, the model files from config.json beside
+    app.py, and `python3 app.py` run from there on a free local port; stopped afterwards."""
+    folder = tmp_path_factory.mktemp("xihe") / "inference"
+    shutil.copytree(INFERENCE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in model_file_names():
+        shutil.copyfile(mnist_run["dir"] / name, folder / name)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MS_RESNET_MODEL"}
+    env.update(PORT=str(port), GRADIO_ANALYTICS_ENABLED="False", NO_PROXY=LOCAL, no_proxy=LOCAL,
+               PYTHONUNBUFFERED="1")
+    saved_no_proxy = os.environ.get("NO_PROXY")
+    os.environ["NO_PROXY"] = LOCAL  # for gradio_client's httpx in this process
+    log_path = folder.parent / "app.log"
+    url = f"http://{LOCAL}:{port}/"
+    with open(log_path, "w", encoding="utf-8") as log:
+        process = subprocess.Popen([sys.executable, "app.py", "--host", LOCAL], cwd=folder,
+                                   env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not http_ok(url):
+            log_tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+            assert process.poll() is None, f"app.py exited with {process.returncode}:\n{log_tail}"
+            assert time.monotonic() < deadline, f"app.py not serving after {START_TIMEOUT} s:\n" \
+                                                f"{log_tail}"
+            time.sleep(0.5)
+        yield {"url": url, "folder": folder, "log": log_path, "process": process}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if saved_no_proxy is None:
+            os.environ.pop("NO_PROXY", None)
+        else:
+            os.environ["NO_PROXY"] = saved_no_proxy
+
+
+@pytest.fixture(scope="module")
+def client(xihe_app: dict):
+    from gradio_client import Client
+
+    return Client(xihe_app["url"], verbose=False)
+
+
+def classify(client, path: Path, invert: str = "auto") -> tuple[dict, str]:
+    from gradio_client import handle_file
+
+    label, details = client.predict(handle_file(str(path)), invert, api_name="/classify")
+    return label, details
+
+
+def check_probabilities(label: dict) -> None:
+    confidences = [c["confidence"] for c in label["confidences"]]
+    assert len(confidences) == 3  # top 3 of 10 classes
+    assert confidences == sorted(confidences, reverse=True)
+    assert all(0.0 <= c <= 1.0 for c in confidences) and sum(confidences) <= 1.0 + 1e-6
+    assert label["confidences"][0]["label"] == label["label"]
+
+
+def test_app_started_like_xihe_classifies_a_real_mnist_digit(xihe_app: dict, client,
+                                                             tmp_path: Path) -> None:
+    log = xihe_app["log"].read_text(encoding="utf-8")
+    assert f"model {xihe_app['folder'] / model_file_names()[0]}" in log  # found via config.json
+    label, details = classify(client, SEVEN)
+    assert label["label"] == "7", (label, details)
+    assert label["confidences"][0]["confidence"] > 0.5
+    check_probabilities(label)
+    assert "28x28 image, not inverted" in details
+
+    # The same digit as users draw it: dark on light paper, larger. "auto" inverts it.
+    dark = Image.open(SEVEN).resize((112, 112), Image.BICUBIC).point(lambda v: 255 - v)
+    dark.save(tmp_path / "dark_seven.png")
+    label, details = classify(client, tmp_path / "dark_seven.png")
+    assert label["label"] == "7" and "inverted (light background)" in details, (label, details)
+    label, details = classify(client, tmp_path / "dark_seven.png", invert="no")
+    assert "not inverted" in details
+
+    # A drawing as the sketchpad sends it: black strokes on a transparent 280x280 canvas, the
+    # digit small and off-centre; the app flattens, inverts, crops and centres it as MNIST.
+    from gradio_client import handle_file
+
+    ink = np.asarray(Image.open(SEVEN).resize((140, 140), Image.BICUBIC))
+    canvas = np.zeros((280, 280, 4), np.uint8)
+    canvas[20:160, 120:260, 3] = ink  # alpha = ink, colour black
+    Image.fromarray(canvas, "RGBA").save(tmp_path / "drawing.png")
+    drawing = {"background": None, "layers": [], "composite": handle_file(str(tmp_path /
+                                                                              "drawing.png"))}
+    label, details = client.predict(drawing, "auto", api_name="/classify_drawing")
+    assert label["label"] == "7" and "centred as in MNIST" in details, (label, details)
+    check_probabilities(label)
+
+
+def huge_png_header(path: Path, width: int = 20000, height: int = 20000) -> None:
+    """A small file whose PNG header claims width x height pixels."""
+    import struct
+    import zlib
+
+    Image.new("L", (8, 8)).save(path)
+    data = bytearray(path.read_bytes())
+    header = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    path.write_bytes(bytes(data))
+
+
+def test_bad_uploads_show_a_message_and_the_server_keeps_serving(xihe_app: dict, client,
+                                                                 tmp_path: Path) -> None:
+    from gradio_client.exceptions import AppError
+
+    (tmp_path / "notes.png").write_text("not an image\n")
+    (tmp_path / "empty.png").write_bytes(b"")
+    huge_png_header(tmp_path / "huge.png")
+    expected = {"notes.png": "not an image that Pillow can read", "empty.png": "file is empty",
+                "huge.png": "larger than the limit of 25000000 pixels"}
+    for name, message in expected.items():
+        with pytest.raises(AppError, match=message):
+            classify(client, tmp_path / name)
+    with pytest.raises(AppError, match="drawing is empty"):
+        Image.new("RGBA", (280, 280)).save(tmp_path / "blank.png")
+        from gradio_client import handle_file
+
+        client.predict({"background": None, "layers": [],
+                        "composite": handle_file(str(tmp_path / "blank.png"))}, "auto",
+                       api_name="/classify_drawing")
+    assert xihe_app["process"].poll() is None
+    label, _ = classify(client, SEVEN)
+    assert label["label"] == "7"
+
+
+def small_png(source: Path, target: Path) -> None:
+    """The screenshot with at most 256 colours: the same picture, a fraction of the bytes."""
+    image = Image.open(source).convert("RGB")
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+
+
+def test_real_browser_uploads_a_digit_and_reads_the_label(xihe_app: dict,
+                                                          tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    blocked: list[str] = []
+
+    def local_only(route) -> None:  # the page may use nothing but the app itself
+        url = route.request.url
+        if url.startswith(("data:", "blob:")) or urlparse(url).hostname == LOCAL:
+            route.continue_()
+        else:
+            blocked.append(url)
+            route.abort()
+
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    raw = tmp_path / "screenshot.png"
+    with sync_playwright() as playwright:
+        # A fresh profile: launch_persistent_context passes it as --user-data-dir.
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=flags,
+            viewport={"width": 1100, "height": 760})
+        try:
+            browser.route("**/*", local_only)
+            page = browser.pages[0] if browser.pages else browser.new_page()
+            page.goto(xihe_app["url"], wait_until="domcontentloaded", timeout=60_000)
+            page.locator("#upload-image input[type=file]").set_input_files(str(SEVEN))
+            page.locator("#classify-button").click()
+            prediction = page.locator("#prediction [data-testid='label-output-value']")
+            expect(prediction).to_have_text("7", timeout=60_000)
+            details = page.locator("#details textarea").input_value()
+            assert details.startswith("28x28 image, not inverted"), details
+            page.screenshot(path=str(raw), full_page=True)
+
+            # Draw a "1" on the sketchpad with the mouse and classify the drawing.
+            page.get_by_role("tab", name="Draw").click()
+            canvas = page.locator("#sketchpad canvas").last
+            expect(canvas).to_be_visible(timeout=10_000)
+            box = canvas.bounding_box()
+            x = box["x"] + box["width"] / 2
+            page.mouse.move(x, box["y"] + box["height"] * 0.2)
+            page.mouse.down()
+            for step in range(1, 21):
+                page.mouse.move(x, box["y"] + box["height"] * (0.2 + 0.03 * step))
+            page.mouse.up()
+            page.locator("#classify-drawing-button").click()
+            expect(page.locator("#details textarea")).to_have_value(
+                re.compile("inverted .light background., cropped and centred"), timeout=60_000)
+            expect(prediction).to_have_text("1")
+        finally:
+            browser.close()
+    small_png(raw, tmp_path / "xihe_app.png")
+    size = (tmp_path / "xihe_app.png").stat().st_size
+    assert size < 200_000, f"screenshot is {size} bytes"
+    if os.environ.get("MS_RESNET_UPDATE_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "xihe_app.png", SCREENSHOT)
+    assert not [u for u in blocked if "/gradio_api/" in u or "/file=" in u], blocked
+
+
+def test_app_py_keeps_to_python_3_9_and_needs_no_ms_resnet() -> None:
+    source = (INFERENCE / "app.py").read_text(encoding="utf-8")
+    tree = ast.parse(source, feature_version=(3, 9))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
+    assert third_party == {"gradio", "mindspore", "numpy", "PIL"}
+    requirements = (INFERENCE / "requirements.txt").read_text(encoding="utf-8")
+    import gradio
+
+    assert f"gradio=={gradio.__version__}" in requirements.splitlines()  # tested = deployed
+
+
+def test_xihe_pack_writes_the_model_files_and_the_app(mnist_run: dict, tmp_path: Path) -> None:
+    out = tmp_path / "xihe"
+    result = run_command("-m", "ms_resnet", "xihe-pack", "--ckpt_dir", str(mnist_run["dir"]),
+                         "--out", str(out), "--repo", "alice/resnet20_mnist")
+    assert result.returncode == 0, result.stderr
+    for name in ("best.mindir", "best.json"):
+        assert (out / "model" / name).read_bytes() == (mnist_run["dir"] / name).read_bytes()
+    for name in ("app.py", "requirements.txt"):
+        assert (out / "inference" / name).read_bytes() == (INFERENCE / name).read_bytes()
+    config = json.loads((out / "inference" / "config.json").read_text(encoding="utf-8"))
+    assert config == {"model_path": ["alice/resnet20_mnist/best.mindir",
+                                     "alice/resnet20_mnist/best.json"]}
+    shipped = sorted(p.name for p in EXAMPLES.glob("*.png"))
+    assert sorted(p.name for p in (out / "inference" / "examples" / "mnist").iterdir()) == shipped
+    assert "alice/resnet20_mnist" in result.stdout and "Next steps" in result.stdout
+
+
+def test_xihe_pack_exports_a_checkpoint_that_has_no_mindir(mnist_run: dict,
+                                                           tmp_path: Path) -> None:
+    ckpt_dir = tmp_path / "run"
+    ckpt_dir.mkdir()
+    for name in ("best.ckpt", "config.yaml"):
+        shutil.copyfile(mnist_run["dir"] / name, ckpt_dir / name)
+    out = tmp_path / "xihe"
+    result = run_command("-m", "ms_resnet", "xihe-pack", "--ckpt_dir", str(ckpt_dir), "--out",
+                         str(out))
+    assert result.returncode == 0, result.stderr
+    assert "exporting" in result.stdout and "parity check" in result.stdout
+    assert (ckpt_dir / "best.mindir").is_file()
+    assert (out / "model" / "best.mindir").read_bytes() == (ckpt_dir / "best.mindir").read_bytes()
+    config = json.loads((out / "inference" / "config.json").read_text(encoding="utf-8"))
+    assert config["model_path"] == ["YOUR_XIHE_NAME/ms_resnet_resnet20_mnist/best.mindir",
+                                    "YOUR_XIHE_NAME/ms_resnet_resnet20_mnist/best.json"]
+    assert "placeholder" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ckpt_dir", "no/such/run"], "error: no/such/run: checkpoint folder not found"),
+    (["--ckpt_dir", "."], "error: .: best.mindir and best.json not found, and no best.ckpt"),
+    (["--ckpt_dir", ".", "--repo", "alice"], "error: --repo 'alice': expected OWNER/MODEL_REPO"),
+    (["--out", "x"], "error: ms-resnet xihe-pack: the following arguments are required"),
+])
+def test_xihe_pack_errors_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    result = run_command("-m", "ms_resnet", "xihe-pack", *args, cwd=tmp_path,
+                         env={"PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
