@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -216,7 +217,9 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
 def build_parser() -> CommandParser:
     parser = CommandParser(
         prog="ms-resnet train",
-        description="Train a ResNet; every config key can be overridden as --key value.")
+        description="Train a ResNet; every config key can be overridden as --key value. "
+                    "--data_url and --output_path (XiHe training jobs) are aliases of "
+                    "--data_dir and --ckpt_dir.")
     add_config_arguments(parser, DEFAULT_CONFIG)
     run = parser.add_argument_group("run control")
     run.add_argument("--resume", nargs="?", const="auto", metavar="LAST_CKPT",
@@ -244,7 +247,20 @@ def _resume_config(last_ckpt: Path, overrides: dict) -> Config:
     return resumed
 
 
+# XiHe (and ModelArts-style) training jobs start the boot file with these names.
+PLATFORM_ALIASES = {"--data_url": "--data_dir", "--output_path": "--ckpt_dir"}
+
+
+def _platform_aliases(argv: Sequence[str]) -> list[str]:
+    renamed = []
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        renamed.append(PLATFORM_ALIASES.get(name, name) + sep + value)
+    return renamed
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = _platform_aliases(sys.argv[1:] if argv is None else argv)
     args, overrides = parse_config_args(build_parser(), argv)
     config = build_config(args.config, overrides)
     resume = None

@@ -95,3 +95,11 @@ def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
 def test_unknown_command() -> None:
     result = run_command("-m", "ms_resnet", "fly")
     assert result.returncode == 2 and "unknown command 'fly'" in result.stderr
+
+
+def test_xihe_training_job_argument_names(tmp_path: Path) -> None:
+    """XiHe starts the boot file with --data_url and --output_path (also as --name=value)."""
+    result = run_command("train.py", f"--data_url={tmp_path / 'obs_data'}",
+                         "--output_path", str(tmp_path / "out"), "--epochs", "1")
+    _one_line_error(result, f"data folder {tmp_path / 'obs_data'} does not exist")
+    assert (tmp_path / "out").is_dir()  # the output folder was checked for writing

@@ -84,9 +84,9 @@ def test_accuracy_matches_a_single_process_run(distributed_run: dict, mnist_run:
     assert evaluated["accuracy"] == parallel["best_accuracy"]
 
 
-def _rank_pid(rank: int) -> int | None:
-    """The main process of worker `rank` (its children share its command line and
-    environment, and after pid wrap-around may have lower pids)."""
+def _rank_pid(rank: int, ckpt_dir: Path) -> int | None:
+    """The main process of worker `rank` of the run writing to `ckpt_dir` (its children share
+    its command line and environment, and after pid wrap-around may have lower pids)."""
     candidates = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -95,7 +95,8 @@ def _rank_pid(rank: int) -> int | None:
             parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if b"train.py" in cmdline and f"RANK_ID={rank}".encode() in environ:
+        if (b"train.py" in cmdline and str(ckpt_dir).encode() in cmdline
+                and f"RANK_ID={rank}".encode() in environ):
             candidates[int(pid)] = parent
     roots = [pid for pid, parent in candidates.items() if parent not in candidates]
     return roots[0] if roots else None
@@ -112,7 +113,7 @@ def test_a_dead_worker_stops_the_job(mnist_small: Path, tmp_path: Path) -> None:
             if line.startswith("epoch 1/4: train loss"):
                 break
         time.sleep(2)
-        victim = _rank_pid(1)
+        victim = _rank_pid(1, tmp_path)
         assert victim, "rank 1 not found"
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
@@ -127,7 +128,7 @@ def test_a_dead_worker_stops_the_job(mnist_small: Path, tmp_path: Path) -> None:
     message = stderr.strip().splitlines()[-1]
     assert message.startswith("error: distributed training failed (msrun exit code")
     assert "--resume" in message
-    assert _rank_pid(0) is None, "rank 0 is still running"
+    assert _rank_pid(0, tmp_path) is None, "rank 0 is still running"
     assert read_extras(tmp_path / "last.ckpt")["epoch"] >= 1
     net = create_model("resnet20", 10, 1, 28)
     assert ms.load_param_into_net(net, ms.load_checkpoint(str(tmp_path / "last.ckpt")))[0] == []

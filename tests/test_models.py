@@ -111,6 +111,16 @@ def test_stem_depends_on_image_size():
     assert large(tensor(1, 3, 96, 96)).shape == (1, 10)
 
 
+def test_large_image_stem_pool_equals_padded_max_pool():
+    """The stem's zero-pad + valid max-pool is torchvision's MaxPool2d(3, 2, padding=1) on the
+    non-negative (post-ReLU) activations it receives."""
+    stem = create_model("resnet18", 10, 3, 96).stem
+    pad, pool = stem[3], stem[4]
+    x = ms.Tensor(np.random.default_rng(0).random((2, 4, 48, 48), dtype=np.float32))
+    reference = nn.MaxPool2d(3, 2, pad_mode="pad", padding=1)(x)
+    np.testing.assert_array_equal(pool(pad(x)).asnumpy(), reference.asnumpy())
+
+
 def test_cifar_layout():
     net = create_model("resnet56")
     stages = list(net.layers)

@@ -252,6 +252,20 @@ def test_real_browser_uploads_a_digit_and_reads_the_label(xihe_app: dict,
     assert not [u for u in blocked if "/gradio_api/" in u or "/file=" in u], blocked
 
 
+def test_app_without_its_model_files_says_which_file_is_missing(tmp_path: Path) -> None:
+    folder = tmp_path / "inference"
+    shutil.copytree(INFERENCE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "MS_RESNET_MODEL"}
+    result = subprocess.run([sys.executable, "app.py", "--host", LOCAL, "--port",
+                             str(free_port())], check=False, cwd=folder, env=env,
+                            capture_output=True,
+                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {folder / model_file_names()[0]}: model file not found"), last
+    assert "config.json's model_path" in last
+
+
 def test_app_py_keeps_to_python_3_9_and_needs_no_ms_resnet() -> None:
     source = (INFERENCE / "app.py").read_text(encoding="utf-8")
     tree = ast.parse(source, feature_version=(3, 9))

@@ -185,7 +185,11 @@ def _imagenet_resnet(block: Block, layers: Sequence[int], num_classes: int, in_c
         stem = conv_bn_relu(in_channels, 64, 3, 1, 1)
     else:
         stem = conv_bn_relu(in_channels, 64, 7, 2, 3)
-        stem.append(nn.MaxPool2d(3, 2, pad_mode="pad", padding=1))
+        # Zero padding + a valid max-pool equals torchvision's MaxPool2d(3, 2, padding=1) here,
+        # because the inputs come out of a ReLU (>= 0); unlike pad_mode="pad", it also exports
+        # to a dynamic-batch MindIR that MindSpore 2.10 can load again.
+        stem.append(nn.Pad(((0, 0), (0, 0), (1, 1), (1, 1))))
+        stem.append(nn.MaxPool2d(3, 2, pad_mode="valid"))
     return ResNet(block, layers, (64, 128, 256, 512), (1, 2, 2, 2), stem, 64,
                   num_classes=num_classes, **kwargs)
 
