@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import sys
 import time
@@ -97,6 +98,18 @@ def build_eval_model(net: nn.Cell) -> Model:
                  metrics={"accuracy": Accuracy(), "loss": MeanLoss()})
 
 
+def machine_description() -> str:
+    """E.g. "2-core AMD EPYC (x86_64)": recorded with every run so numbers stay traceable."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                          if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{os.cpu_count()}-core {model} ({platform.machine()})"
+
+
 def _prepare_output(ckpt_dir: Path, resuming: bool, overwrite: bool) -> None:
     """Refuse to clobber an earlier run, and find out now (not after an epoch) if the folder
     cannot be written."""
@@ -153,7 +166,7 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     model = Model(net, loss_fn=loss_fn, optimizer=create_optimizer(net, config, steps, workers))
     eval_model = build_eval_model(net)
     header = {"config": config.to_dict(), "mindspore": ms.__version__,
-              "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+              "machine": machine_description(), "workers": workers,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     epochs_done, first_step = 0, 0
     if resume is None:
@@ -210,7 +223,8 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     if config.export_mindir:
         from ms_resnet.export import export_checkpoint
 
-        export_checkpoint(evaluator.best_path, str(ckpt_dir / "config.yaml"))
+        export_checkpoint(evaluator.best_path, str(ckpt_dir / "config.yaml"),
+                          parity_samples=min(256, config.eval_num_samples or 256))
     return metrics
 
 
