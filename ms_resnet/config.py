@@ -54,8 +54,10 @@ class Config:
     dataset: str = _field("mnist", "dataset name", _dataset_names)
     data_dir: str | None = _field(
         None, "dataset folder (default: $MS_RESNET_DATA/<dataset>, else ./data/<dataset>)")
-    num_samples: int | None = _field(None, "use only the first N training images", low=1)
-    eval_num_samples: int | None = _field(None, "use only the first N test images", low=1)
+    num_samples: int | None = _field(None, "use only the first N training images (default: all)",
+                                     low=1)
+    eval_num_samples: int | None = _field(None, "use only the first N test images (default: all)",
+                                          low=1)
     augment: bool = _field(True, "training augmentation (random crop; flip where valid)")
     batch_size: int = _field(128, "training batch size (per worker under --distribute)", low=1)
     eval_batch_size: int = _field(256, "evaluation batch size", low=1)
@@ -212,13 +214,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, default_config: str | 
     """Add `--config` and one `--key VALUE` option per config key (values checked later)."""
     parser.add_argument("--config", default=default_config,
                         help=f"YAML config file (default: {default_config})")
-    group = parser.add_argument_group("config keys (override the YAML file)")
+    group = parser.add_argument_group(
+        "config keys (each overrides the config file; the defaults shown apply to keys the "
+        "file leaves out)")
     for name, field in FIELDS.items():
         choices = field.metadata["choices"]
         shown = "" if callable(choices) or not choices else f" {{{','.join(choices)}}}"
-        default = field.default if field.default is not None else "see help"
+        default = "" if field.default is None else f" [default: {field.default}]"
         group.add_argument(f"--{name}", default=argparse.SUPPRESS, metavar="VALUE",
-                           help=f"{field.metadata['help']}{shown} [default: {default}]")
+                           help=f"{field.metadata['help']}{shown}{default}")
 
 
 def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None
