@@ -35,6 +35,8 @@ import time
 import warnings
 from pathlib import Path
 
+from specs import parse_spec as parse_model_spec
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet20:1x28", "resnet20:3x32", "resnet18:3x32", "tutorial_resnet:1x28",
           "resnet50:3x32")
@@ -46,16 +48,7 @@ RESULT_TAG = "BENCH_RESULT "
 
 
 def parse_spec(spec: str) -> tuple[str, int, int]:
-    try:
-        name, shape = spec.split(":")
-        channels, size = (int(v) for v in shape.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MODEL:CxS such as resnet20:1x28, "
-                                         f"got {spec!r}") from None
-    if (channels, size) not in DATASET_BY_INPUT:
-        raise argparse.ArgumentTypeError(f"{spec}: input must be one of "
-                                         f"{', '.join(f'{c}x{s}' for c, s in DATASET_BY_INPUT)}")
-    return name, channels, size
+    return parse_model_spec(spec, DATASET_BY_INPUT)
 
 
 def time_calls(run, batch, count: int, warmup: int) -> tuple[list[float], float]:

@@ -19,6 +19,7 @@ import argparse
 from collections.abc import Sequence
 
 import torch
+from specs import parse_spec
 from torch import nn
 from torch.nn import functional as F
 
@@ -197,17 +198,6 @@ def count_params(model: nn.Module) -> int:
 
 def trainable_shapes(model: nn.Module) -> list[tuple[int, ...]]:
     return [tuple(p.shape) for p in model.parameters() if p.requires_grad]
-
-
-def parse_spec(spec: str) -> tuple[str, int, int]:
-    """'resnet20:1x28' -> ('resnet20', 1, 28)."""
-    try:
-        name, shape = spec.split(":")
-        channels, size = (int(v) for v in shape.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MODEL:CxS such as resnet20:1x28, got "
-                                         f"{spec!r}") from None
-    return name, channels, size
 
 
 _MS_TO_TORCH = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",

@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from specs import parse_spec as parse_model_spec
+
 ROOT = Path(__file__).resolve().parents[1]
 # The hyper-parameters of both sides (SGD, Nesterov, weight decay 5e-4, label smoothing 0.1,
 # one-cycle); the dataset, model and batch size are overridden per benchmark.
@@ -52,18 +54,8 @@ DEFAULT_MNIST = Path("/work/shared/datasets/mnist")
 
 
 def parse_spec(spec: str) -> tuple[str, int, int]:
-    """'resnet20:1x28' -> ('resnet20', 1, 28); 1-channel models train on MNIST (28 px),
-    3-channel ones on CIFAR-10-format files (32 px)."""
-    try:
-        name, shape = spec.split(":")
-        channels, size = (int(v) for v in shape.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MODEL:CxS such as resnet20:1x28, "
-                                         f"got {spec!r}") from None
-    if (channels, size) not in ((1, 28), (3, 32)):
-        raise argparse.ArgumentTypeError(f"{spec}: input must be 1x28 (MNIST) or 3x32 "
-                                         "(CIFAR-10)")
-    return name, channels, size
+    """1-channel models train on MNIST (28 px), 3-channel ones on CIFAR-10-format files (32 px)."""
+    return parse_model_spec(spec, ((1, 28), (3, 32)))
 
 
 def steps_for(name: str, steps: int) -> int:
