@@ -24,6 +24,14 @@ def config_for_checkpoint(ckpt: Path, config_path: str | None,
     return build_config(config_path, overrides)
 
 
+# Scalars saved beside the weights (position and accuracy), see callbacks.EvalCheckpoint.
+_EXTRA_KEYS = ("epoch", "step", "accuracy", "best_accuracy", "best_epoch")
+
+
+def _extras(saved: dict) -> dict:
+    return {key: saved[key].asnumpy().item() for key in _EXTRA_KEYS if key in saved}
+
+
 def load_weights(net: nn.Cell, ckpt: Path) -> dict:
     """Load `ckpt` into `net`; return the checkpoint's extra entries (epoch, accuracy, ...)."""
     if not ckpt.is_file():
@@ -44,12 +52,7 @@ def load_weights(net: nn.Cell, ckpt: Path) -> dict:
                                   f"checkpoint but {tuple(param.shape)} in the network "
                                   "(another model, num_classes or in_channels?)")
     ms.load_param_into_net(net, saved, strict_load=True)
-    names = {p.name for p in net.get_parameters()}
-    return {k: v.asnumpy().item() for k, v in saved.items()
-            if k not in names and v.size == 1}
-
-
-_EXTRA_KEYS = ("epoch", "step", "accuracy", "best_accuracy", "best_epoch")
+    return _extras(saved)
 
 
 def read_extras(ckpt: Path) -> dict:
@@ -58,7 +61,7 @@ def read_extras(ckpt: Path) -> dict:
         saved = ms.load_checkpoint(str(ckpt), choice_func=lambda name: name in _EXTRA_KEYS)
     except (ValueError, RuntimeError, OSError):
         return {}
-    return {key: saved[key].asnumpy().item() for key in _EXTRA_KEYS if key in saved}
+    return _extras(saved)
 
 
 def load_training_state(train_network: nn.Cell, ckpt: Path) -> dict:
