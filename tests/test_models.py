@@ -14,8 +14,8 @@ from ms_resnet.models import (
 )
 
 EXPECTED_MODELS = [
-    "resnet101", "resnet110", "resnet152", "resnet18", "resnet20", "resnet32", "resnet34",
-    "resnet44", "resnet50", "resnet56", "tutorial_resnet",
+    "fast_resnet14", "fast_resnet8", "resnet101", "resnet110", "resnet152", "resnet18",
+    "resnet20", "resnet32", "resnet34", "resnet44", "resnet50", "resnet56", "tutorial_resnet",
 ]
 DEEP = {"resnet101", "resnet152"}
 
@@ -57,7 +57,8 @@ def test_unknown_model_lists_choices():
         create_model("resnet7")
 
 
-@pytest.mark.parametrize("name", ["resnet20", "resnet18", "resnet50", "tutorial_resnet"])
+@pytest.mark.parametrize("name", ["resnet20", "resnet18", "resnet50", "tutorial_resnet",
+                                  "fast_resnet8"])
 def test_bad_shortcut_raises(name):
     with pytest.raises(ValueError, match="shortcut"):
         create_model(name, shortcut="C")
@@ -89,6 +90,8 @@ def test_forward_shape(name, in_channels, size):
         ("resnet18", {"num_classes": 1000, "image_size": 224}, 11_689_512),
         ("resnet50", {"num_classes": 1000, "image_size": 224}, 25_557_032),
         ("tutorial_resnet", {"in_channels": 1}, 2_390_506),
+        # stem 288 + 64, stages 18,560 / 57,728 / 230,144 (with 1x1 projections), Dense 1,290.
+        ("fast_resnet8", {"in_channels": 1}, 308_074),
     ],
 )
 def test_parameter_counts(name, kwargs, expected):

@@ -275,3 +275,27 @@ def resnet110(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
               **kwargs) -> ResNet:
     """CIFAR ResNet-110 (n=18)."""
     return _cifar_resnet(110, num_classes, in_channels, **kwargs)
+
+
+def _fast_resnet(depth: int, num_classes: int, in_channels: int, **kwargs) -> ResNet:
+    # MindSpore's CPU convolutions are slowest per FLOP at few channels and large maps: in
+    # resnet20 on 28x28 the 16-channel 28x28 stage takes half the step time. A stride-2 stem
+    # to 32 channels at 14x14 removes that stage; stages then run at 14, 7 and 4 px.
+    n = (depth - 2) // 6
+    return ResNet(BasicBlock, (n, n, n), (32, 64, 128), (1, 2, 2),
+                  conv_bn_relu(in_channels, 32, 3, 2, 1), 32, num_classes=num_classes, **kwargs)
+
+
+@register_model
+def fast_resnet8(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+                 **kwargs) -> ResNet:
+    """ResNet-8 for 28-32 px inputs: stride-2 stem, one BasicBlock per stage, widths 32/64/128,
+    1x1 projection shortcuts. About 3x resnet20's training speed on a CPU."""
+    return _fast_resnet(8, num_classes, in_channels, **kwargs)
+
+
+@register_model
+def fast_resnet14(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+                  **kwargs) -> ResNet:
+    """ResNet-14 variant of fast_resnet8: two BasicBlocks per stage."""
+    return _fast_resnet(14, num_classes, in_channels, **kwargs)
