@@ -247,6 +247,7 @@ def report(out: Path, plot: Path | None) -> int:
 
 def draw(summaries: dict, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -258,11 +259,14 @@ def draw(summaries: dict, path: Path) -> None:
         line, = ax.plot(minutes[1:], accuracy[1:], marker="o", label=LABELS[run])
         if s["missing"]:
             ax.plot([minutes[-1], s["to_final"] / 60], [accuracy[-1]] * 2, linestyle=":",
-                    color=line.get_color(), label=f"{LABELS[run]}: remaining epochs, "
-                    "extrapolated time")
+                    marker="x", markevery=[1], color=line.get_color(),
+                    label=f"{LABELS[run]}: remaining epochs, extrapolated time")
     for threshold in THRESHOLDS:
         ax.axhline(100 * threshold, color="grey", linewidth=0.6, linestyle="--")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([0.5, 1, 2, 5, 10, 20, 50, 100]))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training wall time, minutes (log scale; evaluation excluded)")
     ax.set_ylabel("MNIST test accuracy, %")
     ax.set_ylim(97.0, 100.0)

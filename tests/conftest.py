@@ -56,9 +56,10 @@ def run_command(*args: str, cwd: Path = ROOT, env: dict | None = None,
 
 
 # A recipe that converges steadily within 124 steps, so runs that differ only in data order or
-# process count land within a point or two of each other.
-QUICK_MNIST = ("--epochs", "2", "--optimizer", "adam", "--lr", "0.003", "--weight_decay", "0",
-               "--label_smoothing", "0", "--augment", "false")
+# process count land within a point or two of each other. It pins resnet20, on which that
+# stability was measured (the default config's fast_resnet8 is covered by test_train.py).
+QUICK_MNIST = ("--model", "resnet20", "--epochs", "2", "--optimizer", "adam", "--lr", "0.003",
+               "--weight_decay", "0", "--label_smoothing", "0", "--augment", "false")
 
 
 @pytest.fixture(scope="session")
