@@ -38,8 +38,8 @@ from pathlib import Path
 from specs import parse_spec as parse_model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("resnet20:1x28", "resnet20:3x32", "resnet18:3x32", "tutorial_resnet:1x28",
-          "resnet50:3x32")
+MODELS = ("resnet20:1x28", "fast_resnet8:1x28", "resnet20:3x32", "resnet18:3x32",
+          "tutorial_resnet:1x28", "resnet50:3x32")
 QUICK_MODELS = ("resnet20:1x28", "tutorial_resnet:1x28")
 DATASET_BY_INPUT = {(1, 28): "mnist", (3, 32): "cifar10", (3, 96): "stl10"}
 FRAMEWORKS = ("ms", "torch", "torch_jit")

@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The hyper-parameters of both sides (SGD, Nesterov, weight decay 5e-4, label smoothing 0.1,
 # one-cycle); the dataset, model and batch size are overridden per benchmark.
 RECIPE = ROOT / "configs" / "mnist.yaml"
-MODELS = ("resnet20:1x28", "resnet20:3x32", "resnet18:3x32", "tutorial_resnet:1x28",
-          "resnet50:3x32")
+MODELS = ("resnet20:1x28", "fast_resnet8:1x28", "resnet20:3x32", "resnet18:3x32",
+          "tutorial_resnet:1x28", "resnet50:3x32")
 QUICK_MODELS = ("resnet20:1x28", "resnet20:3x32")
 # resnet50 is ~10x slower per step than resnet18 at 32 px: it times a third of the steps.
 STEP_SCALE = {"resnet50": 1 / 3}
