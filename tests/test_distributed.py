@@ -105,8 +105,9 @@ def _rank_pid(rank: int, ckpt_dir: Path) -> int | None:
 def test_a_dead_worker_stops_the_job(mnist_small: Path, tmp_path: Path) -> None:
     process = subprocess.Popen(
         ["bash", str(ROOT / "scripts" / "run_distribute_train.sh"), str(WORKERS),
-         "configs/mnist.yaml", "--data_dir", str(mnist_small), "--ckpt_dir", str(tmp_path),
-         "--epochs", "4", "--batch_size", "16", "--export_mindir", "false"],
+         "configs/mnist.yaml", "--model", "resnet20", "--data_dir", str(mnist_small),
+         "--ckpt_dir", str(tmp_path), "--epochs", "4", "--batch_size", "16",
+         "--export_mindir", "false"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in process.stdout:

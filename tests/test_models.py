@@ -53,7 +53,7 @@ def test_registry_lists_all_models():
 
 
 def test_unknown_model_lists_choices():
-    with pytest.raises(ValueError, match="unknown model 'resnet7'; choose one of: resnet101, "):
+    with pytest.raises(ValueError, match="unknown model 'resnet7'; choose one of: fast_resnet14, "):
         create_model("resnet7")
 
 
