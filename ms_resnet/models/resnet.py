@@ -279,7 +279,7 @@ def resnet110(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
 
 def _fast_resnet(depth: int, num_classes: int, in_channels: int, **kwargs) -> ResNet:
     # MindSpore's CPU convolutions are slowest per FLOP at few channels and large maps: in
-    # resnet20 on 28x28 the 16-channel 28x28 stage takes half the step time. A stride-2 stem
+    # resnet20 on 28x28 the 16-channel 28x28 stage takes half the convolution time. A stride-2 stem
     # to 32 channels at 14x14 removes that stage; stages then run at 14, 7 and 4 px.
     n = (depth - 2) // 6
     return ResNet(BasicBlock, (n, n, n), (32, 64, 128), (1, 2, 2),
