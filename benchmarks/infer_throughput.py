@@ -35,6 +35,7 @@ import time
 import warnings
 from pathlib import Path
 
+from specs import parse_benchmark_args
 from specs import parse_spec as parse_model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,19 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.reps, args.calls, args.batches, args.warmup = 1, 10, 2, 1
-        if "--models" not in argv:
-            args.models = list(QUICK_MODELS)
-    for spec in args.models:
-        try:
-            parse_spec(spec)
-        except argparse.ArgumentTypeError as exc:
-            parser.error(str(exc))
-    if min(args.reps, args.calls, args.batches, args.big_batch, args.warmup) < 1:
-        parser.error("--reps, --calls, --batches, --big_batch and --warmup must be >= 1")
+    args = parse_benchmark_args(
+        parser, sys.argv[1:] if argv is None else argv,
+        quick={"reps": 1, "calls": 10, "batches": 2, "warmup": 1}, quick_models=QUICK_MODELS,
+        parse=parse_spec, at_least_one=("reps", "calls", "batches", "big_batch", "warmup"))
     if args.worker:
         run_worker(args)
     else:

@@ -7,7 +7,7 @@ framework (peak RSS is measured per framework).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 
 
 def parse_spec(spec: str, inputs: Collection[tuple[int, int]] | None = None
@@ -23,3 +23,27 @@ def parse_spec(spec: str, inputs: Collection[tuple[int, int]] | None = None
         raise argparse.ArgumentTypeError(f"{spec}: input must be one of "
                                          f"{', '.join(f'{c}x{s}' for c, s in inputs)}")
     return name, channels, size
+
+
+def parse_benchmark_args(parser: argparse.ArgumentParser, argv: Sequence[str],
+                         quick: dict[str, int], quick_models: Sequence[str],
+                         parse: Callable[[str], object],
+                         at_least_one: Sequence[str]) -> argparse.Namespace:
+    """The command-line steps the throughput scripts share: `--quick` applies its settings
+    (and its models unless --models is given), every model spec must parse, and the options
+    named in `at_least_one` must be >= 1; anything else stops with one argparse error line."""
+    args = parser.parse_args(argv)
+    if args.quick:
+        for name, value in quick.items():
+            setattr(args, name, value)
+        if "--models" not in argv:
+            args.models = list(quick_models)
+    for spec in args.models:
+        try:
+            parse(spec)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(str(exc))
+    if min(getattr(args, name) for name in at_least_one) < 1:
+        names = [f"--{name}" for name in at_least_one]
+        parser.error(f"{', '.join(names[:-1])} and {names[-1]} must be >= 1")
+    return args

@@ -37,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from specs import parse_benchmark_args
 from specs import parse_spec as parse_model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -377,19 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.batch_size, args.warmup, args.steps, args.reps = 16, 1, 2, 1
-        if "--models" not in argv:
-            args.models = list(QUICK_MODELS)
-    for spec in args.models:
-        try:
-            parse_spec(spec)
-        except argparse.ArgumentTypeError as exc:
-            parser.error(str(exc))
-    if args.warmup < 1 or args.steps < 1 or args.reps < 1 or args.batch_size < 1:
-        parser.error("--warmup, --steps, --reps and --batch_size must be >= 1")
+    args = parse_benchmark_args(
+        parser, sys.argv[1:] if argv is None else argv,
+        quick={"batch_size": 16, "warmup": 1, "steps": 2, "reps": 1}, quick_models=QUICK_MODELS,
+        parse=parse_spec, at_least_one=("warmup", "steps", "reps", "batch_size"))
     if args.worker:
         run_worker(args)
     else:
