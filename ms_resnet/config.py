@@ -61,6 +61,8 @@ class Config:
     augment: bool = _field(True, "training augmentation (random crop; flip where valid)")
     batch_size: int = _field(128, "training batch size (per worker under --distribute)", low=1)
     eval_batch_size: int = _field(256, "evaluation batch size", low=1)
+    eval_flip: bool = _field(False, "evaluate (and export) the mean of the logits of each image "
+                             "and its mirror image; only for datasets whose classes survive a flip")
     # model
     model: str = _field("resnet20", "network name (see `ms-resnet models`)", _model_names)
     shortcut: str | None = _field(
@@ -193,6 +195,13 @@ def build_config(config_path: str | Path | None = None,
             raise _unknown_key(key, "command line")
         values[key] = parse_value(key, raw, "command line")
     config = Config(**values)
+    if config.eval_flip:
+        from ms_resnet.data import get_dataset_info
+
+        if not get_dataset_info(config.dataset).hflip:
+            where = "command line" if "eval_flip" in (overrides or {}) else str(config_path)
+            raise ConfigError(f"{where}: eval_flip: {config.dataset} images change meaning when "
+                              "mirrored (e.g. digits); expected false")
     if config.ckpt_dir is None:
         name = Path(config_path).stem if config_path else config.dataset
         config.ckpt_dir = str(Path("ckpt") / name)

@@ -40,6 +40,7 @@ class Classifier:
     def sidecar(self, input_shape: Sequence[int | None]) -> dict:
         """What an exported model needs beside it to be used without this repository."""
         return {"dataset": self.dataset, "model": getattr(self.config, "model", None),
+                "flip_averaged": bool(getattr(self.config, "eval_flip", False)),
                 "input_shape": list(input_shape), "channel_order": "NCHW",
                 "pixel_scale": 1 / 255, "mean": list(self.mean), "std": list(self.std),
                 "classes": list(self.classes)}
@@ -47,13 +48,14 @@ class Classifier:
 
 def from_checkpoint(ckpt: Path, config_path: str | None = None,
                     overrides: dict | None = None) -> Classifier:
-    from ms_resnet.train import build_network, set_up_context
+    from ms_resnet.train import build_network, inference_network, set_up_context
 
     # Inference is one process, even for a model trained with --distribute.
     config = config_for_checkpoint(ckpt, config_path, {**(overrides or {}), "distribute": False})
     set_up_context(config)
     net = build_network(config)
     load_weights(net, ckpt)
+    net = inference_network(net, config)
     net.set_train(False)
     info = get_dataset_info(config.dataset)
     return Classifier(net, info.name, info.classes, info.channels, info.image_size, info.mean,

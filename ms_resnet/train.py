@@ -30,7 +30,7 @@ from ms_resnet.config import (
 from ms_resnet.data import get_dataset_info
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.errors import UserError
-from ms_resnet.models import create_model
+from ms_resnet.models import FlipAverage, create_model
 from ms_resnet.optim import create_optimizer
 
 DEFAULT_CONFIG = "configs/mnist.yaml"
@@ -91,6 +91,11 @@ def build_network(config: Config) -> nn.Cell:
         kwargs["shortcut"] = config.shortcut
     return create_model(config.model, num_classes=len(info.classes), in_channels=info.channels,
                         image_size=info.image_size, **kwargs)
+
+
+def inference_network(net: nn.Cell, config: Config) -> nn.Cell:
+    """The network as it is evaluated and exported: under `eval_flip`, flip-averaged."""
+    return FlipAverage(net) if config.eval_flip else net
 
 
 def build_eval_model(net: nn.Cell) -> Model:
@@ -164,7 +169,7 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     net = build_network(config)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     model = Model(net, loss_fn=loss_fn, optimizer=create_optimizer(net, config, steps, workers))
-    eval_model = build_eval_model(net)
+    eval_model = build_eval_model(inference_network(net, config))
     header = {"config": config.to_dict(), "mindspore": ms.__version__,
               "machine": machine_description(), "workers": workers,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -105,3 +105,14 @@ def test_missing_config_file() -> None:
 def test_defaults_are_valid() -> None:
     config = build_config(None)
     assert config == Config(ckpt_dir=str(Path("ckpt") / "mnist"))
+
+
+def test_eval_flip_only_where_mirrored_images_keep_their_class(tmp_path: Path) -> None:
+    assert build_config(None, {"dataset": "fashion_mnist", "eval_flip": "true"}).eval_flip
+    with pytest.raises(ConfigError, match=r"^command line: eval_flip: mnist images change "
+                                          r"meaning when mirrored .*; expected false$"):
+        build_config(None, {"dataset": "mnist", "eval_flip": "true"})
+    path = tmp_path / "svhn.yaml"
+    path.write_text("dataset: svhn\neval_flip: true\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: eval_flip: svhn images"):
+        build_config(path)

@@ -13,8 +13,9 @@ from PIL import Image, ImageDraw
 
 from ms_resnet.errors import UserError
 from ms_resnet.export import ParityError, check_parity
-from ms_resnet.inference import Classifier
+from ms_resnet.inference import Classifier, from_mindir
 from ms_resnet.models import create_model
+from tests import fakedata
 from tests.conftest import run_command
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -133,6 +134,31 @@ def test_parity_check_catches_a_different_model() -> None:
     with pytest.raises(ParityError, match=r"shifted.mindir: exported model differs .* "
                                           r"max \|logit difference\| 0.001"):
         check_parity(reference, shifted, images, 4)
+
+
+def test_eval_flip_is_measured_and_exported(tmp_path: Path) -> None:
+    data = tmp_path / "fashion_mnist"
+    fakedata.make_mnist_like(data, n_train=32, n_test=64, gz=False, seed=5)
+    (tmp_path / "config.yaml").write_text(
+        f"dataset: fashion_mnist\nmodel: fast_resnet8\neval_flip: true\ndata_dir: {data}\n")
+    net = create_model("fast_resnet8", 10, 1, 28)
+    ms.save_checkpoint(net, str(tmp_path / "best.ckpt"))
+    assert "parity check on 64 real test images" in _ok(run_command(
+        "export.py", "--ckpt", str(tmp_path / "best.ckpt"), "--parity_samples", "64"))
+    assert json.loads((tmp_path / "best.json").read_text())["flip_averaged"] is True
+
+    net.set_train(False)
+    images = np.random.default_rng(1).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    plain = net(ms.Tensor(images)).asnumpy()
+    mirrored = net(ms.Tensor(np.ascontiguousarray(images[..., ::-1]))).asnumpy()
+    exported = from_mindir(tmp_path / "best.mindir").logits(images)
+    np.testing.assert_allclose(exported, (plain + mirrored) / 2, rtol=1e-5, atol=1e-5)
+    assert np.abs(exported - plain).max() > 1e-4
+    from_ckpt = _eval_json(tmp_path, "--ckpt", str(tmp_path / "best.ckpt"))
+    from_mindir_file = _eval_json(tmp_path, "--mindir", str(tmp_path / "best.mindir"),
+                                  "--data_dir", str(data))
+    assert from_ckpt["loss"] == pytest.approx(from_mindir_file["loss"], abs=1e-6)
+    assert from_ckpt["num_samples"] == from_mindir_file["num_samples"] == 64
 
 
 def _mnist_test_image(mnist_small: Path, index: int) -> tuple[np.ndarray, int]:

@@ -8,6 +8,7 @@ from mindspore import nn
 from ms_resnet.models import (
     BasicBlock,
     Bottleneck,
+    FlipAverage,
     ZeroPadShortcut,
     create_model,
     list_models,
@@ -253,3 +254,17 @@ def test_graph_mode_train_step(graph_mode):
     x, y = tensor(4, 1, 28, 28), ms.Tensor(np.array([0, 1, 2, 3], dtype=np.int32))
     losses = [float(step(x, y).asnumpy()) for _ in range(3)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_flip_average_is_the_mean_over_the_mirror_image(graph_mode):
+    net = create_model("fast_resnet8", in_channels=1)
+    wrapped = FlipAverage(net)
+    wrapped.set_train(False)
+    x = tensor(2, 1, 28, 28)
+    plain = net(x).asnumpy()
+    mirrored = net(ms.Tensor(np.ascontiguousarray(x.asnumpy()[..., ::-1]))).asnumpy()
+    averaged = wrapped(x).asnumpy()
+    np.testing.assert_allclose(averaged, (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
+    assert np.abs(averaged - plain).max() > 1e-4  # the random input is not mirror-symmetric
+    # Unprefixed names: best.ckpt loads into the bare and the wrapped network alike.
+    assert [p.name for p in wrapped.get_parameters()] == [p.name for p in net.get_parameters()]

@@ -16,6 +16,10 @@ def _reader(info: DatasetInfo, folder: Path, split: str, shuffle: bool,
             num_samples: int | None, num_shards: int | None,
             shard_id: int | None, workers: int) -> ds.Dataset:
     reader_cls = getattr(ds, info.reader)
+    if issubclass(reader_cls, ds.GeneratorDataset):
+        # A Python reader (SVHNDataset) with 2 workers ships every image between processes:
+        # measured 1,800-2,700 img/s against 8,100 with 1 (benchmarks/RESULTS.md).
+        workers = 1
     kwargs = {"usage": split, "num_parallel_workers": workers}
     if num_shards and num_samples:
         # Disjoint shards of the first N images, each reshuffled every epoch.

@@ -34,12 +34,14 @@ def create_model(
 
 
 # Imported last: the submodules decorate their factories with register_model defined above.
+from .flip import FlipAverage
 from .resnet import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut
 from .tutorial import tutorial_resnet
 
 __all__ = [
     "BasicBlock",
     "Bottleneck",
+    "FlipAverage",
     "ResNet",
     "ZeroPadShortcut",
     "create_model",
