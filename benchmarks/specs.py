@@ -1,4 +1,5 @@
-"""Model specs shared by the benchmark scripts: "MODEL:CxS", e.g. "resnet20:1x28".
+"""What the benchmark scripts share: model specs "MODEL:CxS" (e.g. "resnet20:1x28"), argument
+checks and the CPU name.
 
 Kept free of torch and mindspore so that each framework's worker process imports only its own
 framework (peak RSS is measured per framework).
@@ -8,6 +9,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Collection, Sequence
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
 
 
 def parse_spec(spec: str, inputs: Collection[tuple[int, int]] | None = None

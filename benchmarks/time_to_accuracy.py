@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from specs import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("tutorial_torch", "tutorial_ms", "default")
 CONFIGS = {"tutorial_ms": ROOT / "configs" / "mnist_tutorial.yaml",
@@ -136,15 +138,7 @@ def run_tutorial_torch(out_dir: Path, data_dir: Path, epochs: int, threads: int)
 
 
 def machine() -> str:
-    name = "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = " ".join(line.split(":", 1)[1].split()[:2])
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core {name}"
+    return f"{os.cpu_count()}-core {' '.join(cpu_name().split()[:2])}"
 
 
 # ---------------------------------------------------------------- ms_resnet runs (train.py)

@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from specs import parse_benchmark_args
+from specs import cpu_name, parse_benchmark_args
 from specs import parse_spec as parse_model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,15 +231,6 @@ def warn_if_busy(limit: float = 0.5) -> None:
     if busy > limit:
         print(f"# WARNING: the machine is not idle (1-minute load average {busy:.2f}); these "
               "figures are not comparable with an idle run")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 def prepare_data(channels: set[int], work: Path, mnist_dir: Path) -> dict[int, Path]:
