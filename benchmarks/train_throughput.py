@@ -2,12 +2,12 @@
 """Training images/s: the ms_resnet training path vs a PyTorch reference of the same network.
 
 MindSpore side: what `ms_resnet.train.run_training` runs - `set_up_context` (GRAPH_MODE on CPU,
-seeds), `create_dataset(dataset, "train", batch_size, augment=True)` on real files (MNIST for
-1-channel models, generated CIFAR-10-format files for 3-channel ones), `build_network`,
-`CrossEntropyLoss(label_smoothing)`, `Model(net, loss_fn, create_optimizer(...))`, a
-`ProgressBar(enabled=False)` callback and `model.train(..., dataset_sink_mode=False)`. A timing
-callback records every step end; the first `--warmup` steps (graph compilation included) are
-not timed.
+seeds), `create_dataset(dataset, "train", batch_size, augment=True)` on real MNIST files
+for 1x28 inputs and generated CIFAR-10- or STL-10-format files for 3x32 or 3x96 ones,
+`build_network`, `CrossEntropyLoss(label_smoothing)`, `Model(net, loss_fn,
+create_optimizer(...))`, a `ProgressBar(enabled=False)` callback and `model.train(...,
+dataset_sink_mode=False)`. A timing callback records every step end; the first `--warmup`
+steps (graph compilation included) are not timed.
 
 PyTorch side: the same architecture (benchmarks/torch_models.py), batch size, SGD with Nesterov
 momentum and weight decay on conv/dense weights only, one-cycle learning rate, cross-entropy
@@ -44,19 +44,19 @@ ROOT = Path(__file__).resolve().parents[1]
 # The hyper-parameters of both sides (SGD, Nesterov, weight decay 5e-4, label smoothing 0.1,
 # one-cycle); the dataset, model and batch size are overridden per benchmark.
 RECIPE = ROOT / "configs" / "mnist.yaml"
-MODELS = ("resnet20:1x28", "fast_resnet8:1x28", "resnet20:3x32", "resnet18:3x32",
-          "tutorial_resnet:1x28", "resnet50:3x32")
+MODELS = ("resnet20:1x28", "fast_resnet8:1x28", "fast_resnet14:1x28", "resnet20:3x32",
+          "resnet18:3x32", "tutorial_resnet:1x28", "resnet50:3x32")
 QUICK_MODELS = ("resnet20:1x28", "resnet20:3x32")
 # resnet50 is ~10x slower per step than resnet18 at 32 px: it times a third of the steps.
 STEP_SCALE = {"resnet50": 1 / 3}
-DATASET_BY_CHANNELS = {1: "mnist", 3: "cifar10"}
+DATASET_BY_INPUT = {(1, 28): "mnist", (3, 32): "cifar10", (3, 96): "stl10"}
 RESULT_TAG = "BENCH_RESULT "
 DEFAULT_MNIST = Path("/work/shared/datasets/mnist")
 
 
 def parse_spec(spec: str) -> tuple[str, int, int]:
-    """1-channel models train on MNIST (28 px), 3-channel ones on CIFAR-10-format files (32 px)."""
-    return parse_model_spec(spec, ((1, 28), (3, 32)))
+    """1x28 models train on real MNIST, 3x32 and 3x96 ones on CIFAR-10- and STL-10-format files."""
+    return parse_model_spec(spec, DATASET_BY_INPUT)
 
 
 def steps_for(name: str, steps: int) -> int:
@@ -98,10 +98,10 @@ def worker_ms(args: argparse.Namespace) -> dict:
     from ms_resnet.optim import create_optimizer
     from ms_resnet.train import build_network, set_up_context
 
-    name, channels, _ = parse_spec(args.model)
+    name, channels, size = parse_spec(args.model)
     total = args.warmup + steps_for(name, args.steps)
     config = build_config(RECIPE, {
-        "dataset": DATASET_BY_CHANNELS[channels], "model": name, "data_dir": args.data_dir,
+        "dataset": DATASET_BY_INPUT[channels, size], "model": name, "data_dir": args.data_dir,
         "batch_size": args.batch_size, "num_samples": total * args.batch_size, "epochs": 1,
         "augment": True, "export_mindir": False})
 
@@ -233,16 +233,20 @@ def warn_if_busy(limit: float = 0.5) -> None:
               "figures are not comparable with an idle run")
 
 
-def prepare_data(channels: set[int], work: Path, mnist_dir: Path) -> dict[int, Path]:
-    dirs = {}
-    if 1 in channels:
-        dirs[1] = mnist_dir
-    if 3 in channels:
-        sys.path.insert(0, str(ROOT))
-        from tests.fakedata import make_cifar10_bin
+def prepare_data(inputs: set[tuple[int, int]], work: Path, mnist_dir: Path
+                 ) -> dict[tuple[int, int], Path]:
+    sys.path.insert(0, str(ROOT))
+    from tests.fakedata import make_cifar10_bin, make_stl10_bin
 
+    dirs = {}
+    if (1, 28) in inputs:
+        dirs[1, 28] = mnist_dir
+    if (3, 32) in inputs:
         make_cifar10_bin(work / "cifar10")  # 5 x 10,000 images: the set the reader requires
-        dirs[3] = work / "cifar10" / "cifar-10-batches-bin"
+        dirs[3, 32] = work / "cifar10" / "cifar-10-batches-bin"
+    if (3, 96) in inputs:
+        make_stl10_bin(work / "stl10", n_train=5000, n_test=100)  # upstream's train split size
+        dirs[3, 96] = work / "stl10"
     return dirs
 
 
@@ -280,12 +284,12 @@ def drive(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="ms_resnet_bench_") as tmp:
         work = Path(tmp)
         env = dict(os.environ, MS_RESNET_CACHE=str(work / "cache"), GLOG_v="3")
-        data_dirs = prepare_data({c for _, c, _ in specs}, work, mnist_dir)
-        for spec, (name, channels, _) in zip(args.models, specs):
+        data_dirs = prepare_data({(c, s) for _, c, s in specs}, work, mnist_dir)
+        for spec, (name, channels, size) in zip(args.models, specs):
             runs: dict[str, list[dict]] = {"ms": [], "torch": []}
             for rep in range(args.reps):
                 for framework in ("ms", "torch"):
-                    result = launch(framework, spec, args, data_dirs[channels], env)
+                    result = launch(framework, spec, args, data_dirs[channels, size], env)
                     runs[framework].append(result)
                     print(f"#   {spec} rep {rep + 1}/{args.reps} {framework}: "
                           f"{result['images_per_s']:.1f} img/s, first step "
@@ -338,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "processes, medians reported.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), metavar="MODEL:CxS",
-                        help="models and inputs (1x28 = MNIST, 3x32 = CIFAR-10 format)")
+                        help="models and inputs (1x28 = MNIST, 3x32 = CIFAR-10 format, "
+                        "3x96 = STL-10 format)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per framework")
     parser.add_argument("--steps", type=int, default=30,
                         help="timed steps per repetition (resnet50: a third)")
