@@ -274,7 +274,8 @@ def drive(args: argparse.Namespace) -> None:
           f"threads: PyTorch {args.threads}, MindSpore "
           f"{'its default (as train.py)' if args.ms_default_threads else args.threads}")
     print("# MindSpore: ms_resnet training path with its mindspore.dataset pipeline (real MNIST "
-          "files / generated CIFAR-10-format files), GRAPH_MODE, dataset_sink_mode=False")
+          "files / generated CIFAR-10- or STL-10-format files), GRAPH_MODE, "
+          "dataset_sink_mode=False")
     print("# PyTorch: same architecture and recipe, data from an in-memory tensor DataLoader "
           "(no decoding or augmentation), eager mode")
     warn_if_busy()
