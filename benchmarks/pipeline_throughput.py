@@ -14,9 +14,9 @@ and transforms do the same work on them; only the pixel values differ).
 
 "headroom" = pipeline images/s / training images/s of the config's model and input. Training
 rates come from --train_rate (a JSON file or string: {"resnet20:1x28": 150.0, ...}, or the
---json output of train_throughput.py); by default only README.md's measured MNIST rate is
-known. Headroom well above 1 means the pipeline is not what limits training - but note that
-during training the pipeline shares the CPU cores with the network.
+--json output of train_throughput.py); by default, the build machine's rates recorded in
+benchmarks/RESULTS.md. Headroom well above 1 means the pipeline is not what limits training -
+but note that during training the pipeline shares the CPU cores with the network.
 
     python benchmarks/pipeline_throughput.py
     python benchmarks/pipeline_throughput.py --train_rate train.json --reps 5
@@ -36,10 +36,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path("/work/shared/datasets")
-# README.md "Results": ResNet-20 on full MNIST ran at 131-187 images/s on the idle 2-core
-# build machine; the midpoint stands in until train_throughput.py has been run.
-DEFAULT_TRAIN_RATE = {"resnet20:1x28": 159.0}
-DEFAULT_SOURCE = "README.md: 131-187 img/s (midpoint)"
+# MindSpore medians of train_throughput.py on the 2-core build machine (benchmarks/RESULTS.md,
+# session 3); they stand in until train_throughput.py has been run on the machine at hand.
+DEFAULT_TRAIN_RATE = {"resnet20:1x28": 200.4, "resnet20:3x32": 159.3, "fast_resnet8:1x28": 825.7,
+                      "fast_resnet14:1x28": 438.2, "tutorial_resnet:1x28": 78.0,
+                      "resnet18:3x32": 26.4, "resnet50:3x32": 11.7, "resnet18:3x96": 34.4}
+DEFAULT_SOURCE = "benchmarks/RESULTS.md, session 3 (2-core build machine)"
 REAL = {"mnist": ("mnist",), "fashion_mnist": ("fashion_mnist", "mnist")}
 
 
