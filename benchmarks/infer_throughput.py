@@ -35,21 +35,15 @@ import time
 import warnings
 from pathlib import Path
 
-from specs import parse_benchmark_args
-from specs import parse_spec as parse_model_spec
+from specs import DATASET_BY_INPUT, parse_benchmark_args, parse_input_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet20:1x28", "fast_resnet8:1x28", "resnet20:3x32", "resnet18:3x32",
           "tutorial_resnet:1x28", "resnet50:3x32")
 QUICK_MODELS = ("resnet20:1x28", "tutorial_resnet:1x28")
-DATASET_BY_INPUT = {(1, 28): "mnist", (3, 32): "cifar10", (3, 96): "stl10"}
 FRAMEWORKS = ("ms", "torch", "torch_jit")
 LABELS = {"ms": "MindIR (GraphCell)", "torch": "PyTorch eager", "torch_jit": "PyTorch jit"}
 RESULT_TAG = "BENCH_RESULT "
-
-
-def parse_spec(spec: str) -> tuple[str, int, int]:
-    return parse_model_spec(spec, DATASET_BY_INPUT)
 
 
 def time_calls(run, batch, count: int, warmup: int) -> tuple[list[float], float]:
@@ -128,7 +122,7 @@ def build_torch(name: str, channels: int, size: int, threads: int, jit: bool):
 def run_worker(args: argparse.Namespace) -> None:
     import numpy as np
 
-    name, channels, size = parse_spec(args.model)
+    name, channels, size = parse_input_spec(args.model)
     with tempfile.TemporaryDirectory(prefix="ms_resnet_infer_") as tmp:
         if args.worker == "ms":
             logits, params, version, setup = build_ms(name, channels, size, args.threads, Path(tmp))
@@ -258,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_benchmark_args(
         parser, sys.argv[1:] if argv is None else argv,
         quick={"reps": 1, "calls": 10, "batches": 2, "warmup": 1}, quick_models=QUICK_MODELS,
-        parse=parse_spec, at_least_one=("reps", "calls", "batches", "big_batch", "warmup"))
+        parse=parse_input_spec, at_least_one=("reps", "calls", "batches", "big_batch", "warmup"))
     if args.worker:
         run_worker(args)
     else:

@@ -35,6 +35,15 @@ def parse_spec(spec: str, inputs: Collection[tuple[int, int]] | None = None
     return name, channels, size
 
 
+# The dataset each benchmark input reads: real MNIST files, or format-exact generated files.
+DATASET_BY_INPUT = {(1, 28): "mnist", (3, 32): "cifar10", (3, 96): "stl10"}
+
+
+def parse_input_spec(spec: str) -> tuple[str, int, int]:
+    """`parse_spec` limited to the inputs in DATASET_BY_INPUT."""
+    return parse_spec(spec, DATASET_BY_INPUT)
+
+
 def parse_benchmark_args(parser: argparse.ArgumentParser, argv: Sequence[str],
                          quick: dict[str, int], quick_models: Sequence[str],
                          parse: Callable[[str], object],

@@ -37,8 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from specs import cpu_name, parse_benchmark_args
-from specs import parse_spec as parse_model_spec
+from specs import DATASET_BY_INPUT, cpu_name, parse_benchmark_args, parse_input_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 # The hyper-parameters of both sides (SGD, Nesterov, weight decay 5e-4, label smoothing 0.1,
@@ -49,14 +48,8 @@ MODELS = ("resnet20:1x28", "fast_resnet8:1x28", "fast_resnet14:1x28", "resnet20:
 QUICK_MODELS = ("resnet20:1x28", "resnet20:3x32")
 # resnet50 is ~10x slower per step than resnet18 at 32 px: it times a third of the steps.
 STEP_SCALE = {"resnet50": 1 / 3}
-DATASET_BY_INPUT = {(1, 28): "mnist", (3, 32): "cifar10", (3, 96): "stl10"}
 RESULT_TAG = "BENCH_RESULT "
 DEFAULT_MNIST = Path("/work/shared/datasets/mnist")
-
-
-def parse_spec(spec: str) -> tuple[str, int, int]:
-    """1x28 models train on real MNIST, 3x32 and 3x96 ones on CIFAR-10- and STL-10-format files."""
-    return parse_model_spec(spec, DATASET_BY_INPUT)
 
 
 def steps_for(name: str, steps: int) -> int:
@@ -98,7 +91,7 @@ def worker_ms(args: argparse.Namespace) -> dict:
     from ms_resnet.optim import create_optimizer
     from ms_resnet.train import build_network, set_up_context
 
-    name, channels, size = parse_spec(args.model)
+    name, channels, size = parse_input_spec(args.model)
     total = args.warmup + steps_for(name, args.steps)
     config = build_config(RECIPE, {
         "dataset": DATASET_BY_INPUT[channels, size], "model": name, "data_dir": args.data_dir,
@@ -149,7 +142,7 @@ def worker_torch(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(42)
-    name, channels, size = parse_spec(args.model)
+    name, channels, size = parse_input_spec(args.model)
     total = args.warmup + steps_for(name, args.steps)
     config = read_recipe()
     model = create_torch_model(name, 10, channels, size)
@@ -258,7 +251,7 @@ def fmt_rate(values: list[float]) -> str:
 
 
 def drive(args: argparse.Namespace) -> None:
-    specs = [parse_spec(s) for s in args.models]
+    specs = [parse_input_spec(s) for s in args.models]
     mnist_dir = Path(args.mnist_dir)
     if not (mnist_dir / "train-images-idx3-ubyte.gz").is_file() and \
             not (mnist_dir / "train-images-idx3-ubyte").is_file():
@@ -378,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_benchmark_args(
         parser, sys.argv[1:] if argv is None else argv,
         quick={"batch_size": 16, "warmup": 1, "steps": 2, "reps": 1}, quick_models=QUICK_MODELS,
-        parse=parse_spec, at_least_one=("warmup", "steps", "reps", "batch_size"))
+        parse=parse_input_spec, at_least_one=("warmup", "steps", "reps", "batch_size"))
     if args.worker:
         run_worker(args)
     else:
