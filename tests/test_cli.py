@@ -73,6 +73,8 @@ def test_truncated_idx_file(tmp_path: Path) -> None:
     (("--epoch", "3"), ("unknown key 'epoch'", "did you mean 'epochs'")),
     (("--batch_size", "0"), ("batch_size: must be >= 1, got 0",)),
     (("--model", "resnet7"), ("'resnet7' is not one of:", "resnet20")),
+    (("--eval_flip", "true"), ("command line: eval_flip: mnist images change meaning",
+                               "expected false")),
 ])
 def test_bad_config_on_the_command_line(args: tuple, parts: tuple) -> None:
     _one_line_error(run_command("scripts/run_train.sh", *args), *parts)
