@@ -59,6 +59,9 @@ class Config:
     eval_num_samples: int | None = _field(None, "use only the first N test images (default: all)",
                                           low=1)
     augment: bool = _field(True, "training augmentation (random crop; flip where valid)")
+    random_erasing: float = _field(0.0, "probability of replacing a random rectangle of each "
+                                   "training image with noise (Zhong et al. 2017); needs augment",
+                                   low=0.0, high=1.0)
     batch_size: int = _field(128, "training batch size (per worker under --distribute)", low=1)
     eval_batch_size: int = _field(256, "evaluation batch size", low=1)
     eval_flip: bool = _field(False, "evaluate (and export) the mean of the logits of each image "
@@ -202,6 +205,10 @@ def build_config(config_path: str | Path | None = None,
             where = "command line" if "eval_flip" in (overrides or {}) else str(config_path)
             raise ConfigError(f"{where}: eval_flip: {config.dataset} images change meaning when "
                               "mirrored (e.g. digits); expected false")
+    if config.random_erasing and not config.augment:
+        where = "command line" if "random_erasing" in (overrides or {}) else str(config_path)
+        raise ConfigError(f"{where}: random_erasing: {config.random_erasing} needs augment: true; "
+                          "expected 0.0 without augmentation")
     if config.ckpt_dir is None:
         name = Path(config_path).stem if config_path else config.dataset
         config.ckpt_dir = str(Path("ckpt") / name)

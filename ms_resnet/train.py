@@ -156,6 +156,7 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     shards = {"num_shards": workers, "shard_id": rank} if workers > 1 else {}
     train_data = create_dataset(config.dataset, "train", config.batch_size,
                                 data_dir=config.data_dir, augment=config.augment,
+                                random_erasing=config.random_erasing,
                                 num_samples=config.num_samples,
                                 num_parallel_workers=config.num_parallel_workers, **shards)
     test_data = create_dataset(config.dataset, "test", config.eval_batch_size,

@@ -38,7 +38,8 @@ def _reader(info: DatasetInfo, folder: Path, split: str, shuffle: bool,
     return reader_cls(str(folder), **kwargs)
 
 
-def image_transforms(info: DatasetInfo, train: bool, augment: bool = True) -> list:
+def image_transforms(info: DatasetInfo, train: bool, augment: bool = True,
+                     random_erasing: float = 0.0) -> list:
     """Per-image ops on HWC uint8 input; the result is a normalised CHW float32 array."""
     ops = []
     if train and augment:
@@ -48,26 +49,31 @@ def image_transforms(info: DatasetInfo, train: bool, augment: bool = True) -> li
     ops += [vision.Rescale(1.0 / 255.0, 0.0),
             vision.Normalize(mean=list(info.mean), std=list(info.std)),
             vision.HWC2CHW()]
+    if train and augment and random_erasing:
+        # After normalisation, so the standard-normal noise matches the data's scale.
+        ops.append(vision.RandomErasing(prob=random_erasing, value="random"))
     return ops
 
 
 def create_dataset(dataset: str, split: str, batch_size: int, *,
                    data_dir: str | None = None, train: bool | None = None,
-                   augment: bool = True, num_samples: int | None = None,
+                   augment: bool = True, random_erasing: float = 0.0,
+                   num_samples: int | None = None,
                    num_shards: int | None = None, shard_id: int | None = None,
                    num_parallel_workers: int = 2) -> ds.Dataset:
     """Build the batched pipeline for one split.
 
     `train` (default: split == "train") turns on shuffling, augmentation and dropping the last
     partial batch, which keeps every training step the same shape so the graph compiles once.
+    `random_erasing` is the probability of erasing a rectangle of a training image.
     """
     info = get_dataset_info(dataset)
     train = split == "train" if train is None else train
     folder = prepare_split(info, resolve_data_dir(dataset, data_dir), split)
     data = _reader(info, folder, split, train, num_samples, num_shards, shard_id,
                    num_parallel_workers)
-    data = data.map(operations=image_transforms(info, train, augment), input_columns="image",
-                    num_parallel_workers=num_parallel_workers)
+    data = data.map(operations=image_transforms(info, train, augment, random_erasing),
+                    input_columns="image", num_parallel_workers=num_parallel_workers)
     data = data.map(operations=transforms.TypeCast(ms.int32), input_columns="label",
                     num_parallel_workers=num_parallel_workers)
     return data.batch(batch_size, drop_remainder=train)
