@@ -107,6 +107,19 @@ def test_defaults_are_valid() -> None:
     assert config == Config(ckpt_dir=str(Path("ckpt") / "mnist"))
 
 
+def test_random_erasing_needs_augmentation(tmp_path: Path) -> None:
+    assert build_config(None, {"random_erasing": "0.5"}).random_erasing == 0.5
+    with pytest.raises(ConfigError, match=r"^command line: random_erasing: 0.5 needs augment: "
+                                          r"true; expected 0.0 without augmentation$"):
+        build_config(None, {"augment": "false", "random_erasing": "0.5"})
+    path = tmp_path / "no_augment.yaml"
+    path.write_text("augment: false\nrandom_erasing: 1.0\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: random_erasing: 1.0 needs augment"):
+        build_config(path)
+    with pytest.raises(ConfigError, match=r"random_erasing: must be >= 0 and <= 1, got 1.5$"):
+        build_config(None, {"random_erasing": "1.5"})
+
+
 def test_eval_flip_only_where_mirrored_images_keep_their_class(tmp_path: Path) -> None:
     assert build_config(None, {"dataset": "fashion_mnist", "eval_flip": "true"}).eval_flip
     with pytest.raises(ConfigError, match=r"^command line: eval_flip: mnist images change "

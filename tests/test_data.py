@@ -134,15 +134,49 @@ def test_mnist_pipeline_is_normalised(mnist_small: Path) -> None:
     assert abs(images.mean()) < 0.05 and abs(images.std() - 1.0) < 0.05
 
 
+def _shifted_copies(images: np.ndarray, padding: int) -> dict[bytes, tuple[int, int]]:
+    """Every crop of each zero-padded image, keyed by its bytes, valued by its (dy, dx) shift."""
+    fill = images.min()  # MNIST's black background: pixel 0 after normalisation
+    size = images.shape[-1]
+    padded = np.pad(images, ((0, 0), (0, 0), (padding, padding), (padding, padding)),
+                    constant_values=fill)
+    return {padded[i, :, y:y + size, x:x + size].tobytes(): (y - padding, x - padding)
+            for i in range(len(images))
+            for y in range(2 * padding + 1) for x in range(2 * padding + 1)}
+
+
 def test_training_pipeline_augments_and_drops_the_last_partial_batch(mnist_small: Path) -> None:
     plain = create_dataset("mnist", "train", 64, data_dir=str(mnist_small), num_samples=100,
                            train=False)
     augmented = create_dataset("mnist", "train", 64, data_dir=str(mnist_small), num_samples=100)
     assert plain.get_dataset_size() == 2 and augmented.get_dataset_size() == 1
-    image = _batches(plain)[0][:1]
-    crops = [_batches(augmented)[0] for _ in range(2)]
-    # Random crops shift the digits: no crop equals the untouched image in the same position.
-    assert not any(np.array_equal(c, image) for batch in crops for c in batch[:, None])
+    shifts = _shifted_copies(_batches(plain)[0], get_dataset_info("mnist").crop_padding)
+    crops = np.concatenate([_batches(augmented)[0] for _ in range(3)])
+    # Every training image is one of the 25 crops of a 2-px padded image; random crops leave
+    # about 1 in 25 where it was, never most of them.
+    found = [shifts.get(crop.tobytes()) for crop in crops]
+    assert None not in found
+    assert sum(shift == (0, 0) for shift in found) < len(found) // 4
+    assert len(set(found)) > 10
+
+
+def test_random_erasing_adds_noise_to_training_images_only(mnist_small: Path) -> None:
+    def has_noise(images: np.ndarray) -> np.ndarray:
+        # Normalised 8-bit pixels take 256 values; standard-normal noise takes almost none.
+        info = get_dataset_info("mnist")
+        levels = ((np.arange(256) / 255.0 - info.mean[0]) / info.std[0]).astype(np.float32)
+        on_level = np.isclose(images[..., None], levels, atol=1e-5).any(axis=-1)
+        return (~on_level).reshape(len(images), -1).any(axis=1)
+
+    def images(**kwargs) -> np.ndarray:
+        return _batches(create_dataset("mnist", "train", 50, data_dir=str(mnist_small),
+                                       num_samples=100, **kwargs))[0]
+
+    assert has_noise(images(random_erasing=1.0)).mean() > 0.9
+    assert 0.2 < has_noise(images(random_erasing=0.5)).mean() < 0.8
+    assert not has_noise(images(random_erasing=0.0)).any()
+    assert not has_noise(images(random_erasing=1.0, augment=False)).any()
+    assert not has_noise(images(random_erasing=1.0, train=False)).any()
 
 
 def test_cifar10_binary_pipeline(fake_data: dict[str, Path]) -> None:
