@@ -38,8 +38,7 @@ def _reader(info: DatasetInfo, folder: Path, split: str, shuffle: bool,
     return reader_cls(str(folder), **kwargs)
 
 
-def image_transforms(info: DatasetInfo, train: bool, augment: bool = True,
-                     random_erasing: float = 0.0) -> list:
+def image_transforms(info: DatasetInfo, train: bool, augment: bool = True) -> list:
     """Per-image ops on HWC uint8 input; the result is a normalised CHW float32 array."""
     ops = []
     if train and augment:
@@ -49,9 +48,6 @@ def image_transforms(info: DatasetInfo, train: bool, augment: bool = True,
     ops += [vision.Rescale(1.0 / 255.0, 0.0),
             vision.Normalize(mean=list(info.mean), std=list(info.std)),
             vision.HWC2CHW()]
-    if train and augment and random_erasing:
-        # After normalisation, so the standard-normal noise matches the data's scale.
-        ops.append(vision.RandomErasing(prob=random_erasing, value="random"))
     return ops
 
 
@@ -72,8 +68,14 @@ def create_dataset(dataset: str, split: str, batch_size: int, *,
     folder = prepare_split(info, resolve_data_dir(dataset, data_dir), split)
     data = _reader(info, folder, split, train, num_samples, num_shards, shard_id,
                    num_parallel_workers)
-    data = data.map(operations=image_transforms(info, train, augment, random_erasing),
-                    input_columns="image", num_parallel_workers=num_parallel_workers)
+    data = data.map(operations=image_transforms(info, train, augment), input_columns="image",
+                    num_parallel_workers=num_parallel_workers)
+    if train and augment and random_erasing:
+        # RandomErasing is a Python op drawing from Python's global RNG: one worker keeps the
+        # draws in image order, so a fixed seed still gives the same images. It runs after
+        # normalisation, so its standard-normal noise matches the data's scale.
+        data = data.map(operations=vision.RandomErasing(prob=random_erasing, value="random"),
+                        input_columns="image", num_parallel_workers=1)
     data = data.map(operations=transforms.TypeCast(ms.int32), input_columns="label",
                     num_parallel_workers=num_parallel_workers)
     return data.batch(batch_size, drop_remainder=train)
