@@ -10,6 +10,7 @@ import stat
 import tarfile
 from pathlib import Path
 
+import mindspore.dataset as ds
 import numpy as np
 import pytest
 
@@ -177,6 +178,14 @@ def test_random_erasing_adds_noise_to_training_images_only(mnist_small: Path) ->
     assert not has_noise(images(random_erasing=0.0)).any()
     assert not has_noise(images(random_erasing=1.0, augment=False)).any()
     assert not has_noise(images(random_erasing=1.0, train=False)).any()
+    first, *again = [images(random_erasing=0.5) for _ in range(3)]
+    assert not np.array_equal(first, again[0])
+    # Python-side RandomErasing draws from Python's RNG, which the dataset seed sets.
+    repeats = []
+    for _ in range(2):
+        ds.config.set_seed(7)
+        repeats.append(images(random_erasing=0.5))
+    assert np.array_equal(*repeats)
 
 
 def test_cifar10_binary_pipeline(fake_data: dict[str, Path]) -> None:

@@ -54,7 +54,7 @@ def test_same_seed_gives_the_same_metrics(mnist_small: Path, tmp_path: Path) -> 
     for name in ("a", "b"):
         result = run_command("train.py", "--data_dir", str(mnist_small), "--num_samples", "256",
                              "--eval_num_samples", "200", "--epochs", "1", "--batch_size", "32",
-                             "--ckpt_dir", str(tmp_path / name))
+                             "--random_erasing", "0.5", "--ckpt_dir", str(tmp_path / name))
         assert result.returncode == 0, result.stderr[-3000:]
         epochs = json.loads((tmp_path / name / "metrics.json").read_text())["epochs"]
         runs.append([(e["train_loss"], e["test_loss"], e["test_accuracy"]) for e in epochs])
