@@ -2,8 +2,9 @@
 """Images/s of each config's training data pipeline alone, and its headroom over training.
 
 For every configs/*.yaml: `create_dataset(dataset, "train", batch_size, augment=True,
-num_parallel_workers=<config>)` - the reader, random crop (+ flip where the dataset allows
-it), rescale, normalise, HWC->CHW, batching - iterated with
+random_erasing=<config>, num_parallel_workers=<config>)` - the reader, random crop (+ flip where
+the dataset allows it), rescale, normalise, HWC->CHW, random erasing where the config has it,
+batching - iterated with
 `create_tuple_iterator(output_numpy=True)`, nothing else running. The first --warmup batches
 (reader start-up, e.g. parsing the whole .mat or IDX file) are not timed.
 
@@ -81,13 +82,13 @@ def data_dir_for(dataset: str, work: Path, quick: bool, shared: Path) -> tuple[P
     return folder, origin
 
 
-def measure(dataset: str, folder: Path, batch_size: int, workers: int, warmup: int,
-            batches: int) -> tuple[float, int]:
+def measure(dataset: str, folder: Path, batch_size: int, workers: int, random_erasing: float,
+            warmup: int, batches: int) -> tuple[float, int]:
     """Images/s over `batches` batches after `warmup` untimed ones; also the batches seen."""
     from ms_resnet.data.pipeline import create_dataset
 
     data = create_dataset(dataset, "train", batch_size, data_dir=str(folder), augment=True,
-                          num_parallel_workers=workers)
+                          random_erasing=random_erasing, num_parallel_workers=workers)
     available = data.get_dataset_size()
     wanted = min(warmup + batches, available)
     if wanted <= warmup:
@@ -176,15 +177,18 @@ def main(argv: list[str] | None = None) -> None:
             values = []
             for _ in range(args.reps):
                 rate, timed = measure(config.dataset, folder, config.batch_size,
-                                      config.num_parallel_workers, args.warmup, args.batches)
+                                      config.num_parallel_workers, config.random_erasing,
+                                      args.warmup, args.batches)
                 values.append(rate)
             median = statistics.median(values)
             spread = "" if len(values) == 1 else f" ({min(values):.0f}-{max(values):.0f})"
             key = f"{config.model}:{info.channels}x{info.image_size}"
             train = rates.get(key)
             headroom = f"{median / train:.1f}x ({train:.0f} img/s)" if train else "n/a"
+            augment = "off" if not config.augment else (
+                f"on, erasing {config.random_erasing:g}" if config.random_erasing else "on")
             rows.append(f"| {path.name} | {config.dataset} ({origin}) | {config.batch_size} | "
-                        f"{'on' if config.augment else 'off'} | {median:.0f}{spread} | "
+                        f"{augment} | {median:.0f}{spread} | "
                         f"{timed} | {key} | {headroom} |")
             print(f"#   {path.name}: done", file=sys.stderr, flush=True)
     print("| config | dataset (data) | batch | config's augment | pipeline img/s (augment on) | "
