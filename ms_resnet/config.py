@@ -198,17 +198,19 @@ def build_config(config_path: str | Path | None = None,
             raise _unknown_key(key, "command line")
         values[key] = parse_value(key, raw, "command line")
     config = Config(**values)
+
+    def source(key: str) -> str:
+        return "command line" if key in (overrides or {}) else str(config_path)
+
     if config.eval_flip:
         from ms_resnet.data import get_dataset_info
 
         if not get_dataset_info(config.dataset).hflip:
-            where = "command line" if "eval_flip" in (overrides or {}) else str(config_path)
-            raise ConfigError(f"{where}: eval_flip: {config.dataset} images change meaning when "
-                              "mirrored (e.g. digits); expected false")
+            raise ConfigError(f"{source('eval_flip')}: eval_flip: {config.dataset} images change "
+                              "meaning when mirrored (e.g. digits); expected false")
     if config.random_erasing and not config.augment:
-        where = "command line" if "random_erasing" in (overrides or {}) else str(config_path)
-        raise ConfigError(f"{where}: random_erasing: {config.random_erasing} needs augment: true; "
-                          "expected 0.0 without augmentation")
+        raise ConfigError(f"{source('random_erasing')}: random_erasing: {config.random_erasing} "
+                          "needs augment: true; expected 0.0 without augmentation")
     if config.ckpt_dir is None:
         name = Path(config_path).stem if config_path else config.dataset
         config.ckpt_dir = str(Path("ckpt") / name)

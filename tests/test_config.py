@@ -107,25 +107,23 @@ def test_defaults_are_valid() -> None:
     assert config == Config(ckpt_dir=str(Path("ckpt") / "mnist"))
 
 
-def test_random_erasing_needs_augmentation(tmp_path: Path) -> None:
-    assert build_config(None, {"random_erasing": "0.5"}).random_erasing == 0.5
-    with pytest.raises(ConfigError, match=r"^command line: random_erasing: 0.5 needs augment: "
-                                          r"true; expected 0.0 without augmentation$"):
-        build_config(None, {"augment": "false", "random_erasing": "0.5"})
-    path = tmp_path / "no_augment.yaml"
-    path.write_text("augment: false\nrandom_erasing: 1.0\n")
-    with pytest.raises(ConfigError, match=rf"^{path}: random_erasing: 1.0 needs augment"):
-        build_config(path)
-    with pytest.raises(ConfigError, match=r"random_erasing: must be >= 0 and <= 1, got 1.5$"):
-        build_config(None, {"random_erasing": "1.5"})
-
-
-def test_eval_flip_only_where_mirrored_images_keep_their_class(tmp_path: Path) -> None:
-    assert build_config(None, {"dataset": "fashion_mnist", "eval_flip": "true"}).eval_flip
-    with pytest.raises(ConfigError, match=r"^command line: eval_flip: mnist images change "
-                                          r"meaning when mirrored .*; expected false$"):
-        build_config(None, {"dataset": "mnist", "eval_flip": "true"})
-    path = tmp_path / "svhn.yaml"
-    path.write_text("dataset: svhn\neval_flip: true\n")
-    with pytest.raises(ConfigError, match=rf"^{path}: eval_flip: svhn images"):
+@pytest.mark.parametrize(("allowed", "refused", "refused_error", "refused_yaml", "yaml_error"), [
+    ({"dataset": "fashion_mnist", "eval_flip": "true"}, {"dataset": "mnist", "eval_flip": "true"},
+     r"eval_flip: mnist images change meaning when mirrored .*; expected false",
+     "dataset: svhn\neval_flip: true\n", "eval_flip: svhn images change meaning"),
+    ({"random_erasing": "0.5"}, {"augment": "false", "random_erasing": "0.5"},
+     r"random_erasing: 0.5 needs augment: true; expected 0.0 without augmentation",
+     "augment: false\nrandom_erasing: 1.0\n", "random_erasing: 1.0 needs augment: true"),
+])
+def test_keys_that_depend_on_other_keys(allowed: dict, refused: dict, refused_error: str,
+                                        refused_yaml: str, yaml_error: str,
+                                        tmp_path: Path) -> None:
+    """eval_flip only where a mirrored image keeps its class; random_erasing only with augment."""
+    config = build_config(None, allowed)
+    assert all(str(getattr(config, key)).lower() == value for key, value in allowed.items())
+    with pytest.raises(ConfigError, match=rf"^command line: {refused_error}$"):
+        build_config(None, refused)
+    path = tmp_path / "refused.yaml"
+    path.write_text(refused_yaml)
+    with pytest.raises(ConfigError, match=rf"^{path}: {yaml_error}"):
         build_config(path)
