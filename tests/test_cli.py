@@ -75,6 +75,8 @@ def test_truncated_idx_file(tmp_path: Path) -> None:
     (("--model", "resnet7"), ("'resnet7' is not one of:", "resnet20")),
     (("--eval_flip", "true"), ("command line: eval_flip: mnist images change meaning",
                                "expected false")),
+    (("--augment", "false", "--random_erasing", "0.5"),
+     ("command line: random_erasing: 0.5 needs augment: true", "expected 0.0")),
 ])
 def test_bad_config_on_the_command_line(args: tuple, parts: tuple) -> None:
     _one_line_error(run_command("scripts/run_train.sh", *args), *parts)
