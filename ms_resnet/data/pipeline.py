@@ -1,4 +1,5 @@
-"""`mindspore.dataset` pipelines: reader -> augmentation -> normalisation -> batches."""
+"""`mindspore.dataset` pipelines: reader -> augmentation -> normalisation -> random erasing
+(if on) -> batches."""
 
 from __future__ import annotations
 
