@@ -81,14 +81,15 @@ class ProgressBar(Callback):
     """A tqdm bar per epoch with the running loss and images/s; collects the epoch's mean loss.
 
     Stops training with `TrainingDiverged` as soon as the loss stops being finite.
-    `first_step` is where a resumed epoch starts.
+    A resumed epoch starts at `first_step` with `first_loss_sum`, the loss summed over its
+    steps before the interruption, so its mean loss is the one an uninterrupted run records.
     """
 
     def __init__(self, batch_size: int, epochs: int, first_step: int = 0,
-                 enabled: bool = True) -> None:
+                 first_loss_sum: float = 0.0, enabled: bool = True) -> None:
         super().__init__()
         self.batch_size, self.epochs, self.enabled = batch_size, epochs, enabled
-        self.first_step = first_step
+        self.first_step, self.first_loss_sum = first_step, first_loss_sum
         self.bar: tqdm | None = None
         self.loss_sum, self.steps, self.start = 0.0, 0, 0.0
         self.epoch_loss, self.epoch_seconds = math.nan, math.nan
@@ -99,7 +100,7 @@ class ProgressBar(Callback):
 
     def on_train_epoch_begin(self, run_context) -> None:
         params = run_context.original_args()
-        self.loss_sum, self.steps, self.start = 0.0, 0, time.perf_counter()
+        self.loss_sum, self.steps, self.start = self.first_loss_sum, 0, time.perf_counter()
         self.bar = tqdm(total=params.batch_num, initial=self.first_step, file=sys.stderr,
                         desc=f"epoch {params.cur_epoch_num}/{self.epochs}", unit="step",
                         dynamic_ncols=True, disable=not self.enabled, mininterval=1.0)
@@ -115,14 +116,15 @@ class ProgressBar(Callback):
         self.loss_sum += loss
         self.steps += 1
         rate = self.steps * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.set_postfix_str(f"loss {self.loss_sum / self.steps:.4f}, {rate:.0f} img/s",
+        self.bar.set_postfix_str(f"loss {self.loss_sum / self.step_in_epoch:.4f}, "
+                                 f"{rate:.0f} img/s",
                                  refresh=False)
         self.bar.update(1)
 
     def on_train_epoch_end(self, run_context) -> None:
         self.epoch_seconds = time.perf_counter() - self.start
-        self.epoch_loss = self.loss_sum / max(self.steps, 1)
-        self.first_step = 0
+        self.epoch_loss = self.loss_sum / max(self.step_in_epoch, 1)
+        self.first_step, self.first_loss_sum = 0, 0.0
         self.bar.close()
 
 
@@ -155,10 +157,10 @@ class EvalCheckpoint(Callback):
     def last_path(self) -> Path:
         return self.ckpt_dir / "last.ckpt"
 
-    def _save_last(self, epochs_done: int, step: int) -> None:
+    def _save_last(self, epochs_done: int, step: int, loss_sum: float = 0.0) -> None:
         self.before_first_save()
         save_checkpoint_atomic(self.train_network, self.last_path, {
-            "epoch": epochs_done, "step": step,
+            "epoch": epochs_done, "step": step, "loss_sum": ms.Tensor(loss_sum, ms.float64),
             "best_accuracy": self.metrics["best_accuracy"] or -1.0,
             "best_epoch": self.metrics["best_epoch"] or 0})
 
@@ -172,7 +174,7 @@ class EvalCheckpoint(Callback):
             run_context.request_stop()
             return
         if self.is_main:
-            self._save_last(epoch - 1, step)
+            self._save_last(epoch - 1, step, self.progress.loss_sum)
         raise TrainingInterrupted(f"{self.stop.requested}: stopped at epoch {epoch}, step {step}"
                                   f"; {self.last_path} saved. Resume with: {self.resume_hint}")
 

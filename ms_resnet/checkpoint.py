@@ -25,7 +25,7 @@ def config_for_checkpoint(ckpt: Path, config_path: str | None,
 
 
 # Scalars saved beside the weights (position and accuracy), see callbacks.EvalCheckpoint.
-_EXTRA_KEYS = ("epoch", "step", "accuracy", "best_accuracy", "best_epoch")
+_EXTRA_KEYS = ("epoch", "step", "loss_sum", "accuracy", "best_accuracy", "best_epoch")
 
 
 def _extras(saved: dict) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
@@ -174,12 +175,14 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     header = {"config": config.to_dict(), "mindspore": ms.__version__,
               "machine": machine_description(), "workers": workers,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    epochs_done, first_step = 0, 0
+    epochs_done, first_step, first_loss_sum = 0, 0, 0.0
     if resume is None:
         metrics = dict(header, best_accuracy=None, best_epoch=None, epochs=[])
     else:
         state = load_training_state(model.train_network, resume)
         epochs_done, first_step = int(state["epoch"]), int(state["step"])
+        # A last.ckpt from before loss_sum was saved cannot give the resumed epoch's mean loss.
+        first_loss_sum = float(state.get("loss_sum", math.nan if first_step else 0.0))
         metrics = _resumed_metrics(ckpt_dir, state, header)
         if epochs_done >= config.epochs:
             print(f"{resume}: training already finished ({epochs_done} of {config.epochs} "
@@ -201,7 +204,7 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
             config_written.append(True)
 
     progress = ProgressBar(config.batch_size * workers, config.epochs, first_step,
-                           enabled=is_main)
+                           first_loss_sum, enabled=is_main)
     params = sum(p.size for p in net.trainable_params())
     log = print if is_main else (lambda *args, **kwargs: None)
     scale = f" on {workers} workers" if workers > 1 else ""

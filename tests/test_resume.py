@@ -68,6 +68,9 @@ def _check_resumed(ckpt_dir: Path, uninterrupted: dict) -> None:
     # Same seed, restored optimizer and data position: the run continues where it stopped.
     final, reference = metrics["epochs"][-1], uninterrupted["epochs"][-1]
     assert abs(final["test_accuracy"] - reference["test_accuracy"]) <= 0.005
+    # last.ckpt carries the interrupted epoch's loss sum, so its mean covers all its steps.
+    assert [e["train_loss"] for e in metrics["epochs"]] == pytest.approx(
+        [e["train_loss"] for e in uninterrupted["epochs"]], rel=1e-4)
     assert metrics["best_accuracy"] == max(e["test_accuracy"] for e in metrics["epochs"])
     best = read_extras(ckpt_dir / "best.ckpt")
     assert best["accuracy"] == pytest.approx(metrics["best_accuracy"])
@@ -80,8 +83,8 @@ def test_sigkill_in_epoch_2_then_resume(mnist_small: Path, tmp_path: Path,
     code, _ = _stop_during_epoch_2(_train_args(mnist_small, tmp_path), signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert read_extras(tmp_path / "last.ckpt") == pytest.approx(
-        {"epoch": 1, "step": 0, "best_accuracy": _metrics(tmp_path)["best_accuracy"],
-         "best_epoch": 1})
+        {"epoch": 1, "step": 0, "loss_sum": 0.0,
+         "best_accuracy": _metrics(tmp_path)["best_accuracy"], "best_epoch": 1})
     _check_resumed(tmp_path, uninterrupted)
 
 
@@ -122,6 +125,7 @@ def test_ctrl_c_saves_last_ckpt_and_says_how_to_resume(mnist_small: Path, tmp_pa
     assert f"Resume with: python train.py --resume {tmp_path / 'last.ckpt'}" in message
     state = read_extras(tmp_path / "last.ckpt")
     assert state["epoch"] == 1 and 0 < state["step"] < 20
+    assert state["loss_sum"] > 0
     _check_resumed(tmp_path, uninterrupted)
 
 
