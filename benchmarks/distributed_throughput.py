@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from specs import warn_if_busy
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,6 +40,7 @@ def main() -> None:
                         help="training images per epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs (the first is not timed)")
     args = parser.parse_args()
+    warn_if_busy()
     common = [args.config, "--epochs", str(args.epochs), "--num_samples", str(args.num_samples),
               "--eval_num_samples", "500", "--export_mindir", "false"]
     with tempfile.TemporaryDirectory() as tmp:

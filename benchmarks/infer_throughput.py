@@ -35,7 +35,7 @@ import time
 import warnings
 from pathlib import Path
 
-from specs import DATASET_BY_INPUT, parse_benchmark_args, parse_input_spec
+from specs import DATASET_BY_INPUT, parse_benchmark_args, parse_input_spec, warn_if_busy
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet20:1x28", "fast_resnet8:1x28", "resnet20:3x32", "resnet18:3x32",
@@ -173,9 +173,7 @@ def drive(args: argparse.Namespace) -> None:
     print(f"# batch 1: median and p95 latency of {args.calls} calls; batch {args.big_batch}: "
           f"images/s from the median of {args.batches} calls; {args.warmup} untimed calls of "
           "each size first; NumPy in, NumPy out; freshly initialised weights on both sides")
-    if load > 0.5:
-        print("# WARNING: the machine is not idle; these figures are not comparable with an "
-              "idle run")
+    warn_if_busy()
     if args.quick:
         print("# --quick: SMOKE RUN with tiny settings - these figures are not measurements")
     env = dict(os.environ, GLOG_v="3")

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from specs import warn_if_busy
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path("/work/shared/datasets")
 # MindSpore medians of train_throughput.py on the 2-core build machine (benchmarks/RESULTS.md,
@@ -161,9 +163,7 @@ def main(argv: list[str] | None = None) -> None:
           f"at start; {args.warmup} untimed + {args.batches} timed batches, {args.reps} "
           "repetitions, median (min-max)")
     print(f"# training rates for the headroom column: {source}")
-    if load > 0.5:
-        print("# WARNING: the machine is not idle; these figures are not comparable with an "
-              "idle run")
+    warn_if_busy()
     if args.quick:
         print("# --quick: SMOKE RUN with tiny settings - these figures are not measurements")
     rows = []

@@ -1,5 +1,5 @@
 """What the benchmark scripts share: model specs "MODEL:CxS" (e.g. "resnet20:1x28"), argument
-checks and the CPU name.
+checks, the CPU name and the idle check.
 
 Kept free of torch and mindspore so that each framework's worker process imports only its own
 framework (peak RSS is measured per framework).
@@ -8,6 +8,8 @@ framework (peak RSS is measured per framework).
 from __future__ import annotations
 
 import argparse
+import os
+import time
 from collections.abc import Callable, Collection, Sequence
 
 
@@ -18,6 +20,36 @@ def cpu_name() -> str:
                         if line.startswith("model name"))
     except (OSError, StopIteration):
         return "unknown CPU"
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat."""
+    with open("/proc/stat", encoding="utf-8") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user time
+    return total - idle, total
+
+
+def busy_cores(seconds: float = 2.0) -> float:
+    """How many cores are busy now, sampled over `seconds` (the 1-minute load average, used
+    where /proc/stat is missing, still counts a job that ended a minute ago)."""
+    try:
+        busy, total = _cpu_times()
+        time.sleep(seconds)
+        busy_after, total_after = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0]
+    return (busy_after - busy) / max(total_after - total, 1) * (os.cpu_count() or 1)
+
+
+def warn_if_busy(limit: float = 0.5) -> None:
+    """Other work on the machine skews every figure, and PyTorch's OpenMP threads most: with
+    one of 2 cores busy, a 2-thread PyTorch step can take many times longer."""
+    busy = busy_cores()
+    if busy > limit:
+        print(f"# WARNING: the machine is not idle ({busy:.2f} of {os.cpu_count()} cores busy "
+              "over 2 s at start); these figures are not comparable with an idle run")
 
 
 def parse_spec(spec: str, inputs: Collection[tuple[int, int]] | None = None

@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from specs import cpu_name
+from specs import cpu_name, warn_if_busy
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("tutorial_torch", "tutorial_ms", "default")
@@ -299,6 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
     if not args.report:
+        warn_if_busy()
         for run in args.runs:
             if run == "tutorial_torch":
                 run_tutorial_torch(args.out / run, args.data_dir,

@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from specs import DATASET_BY_INPUT, cpu_name, parse_benchmark_args, parse_input_spec
+from specs import DATASET_BY_INPUT, cpu_name, parse_benchmark_args, parse_input_spec, warn_if_busy
 
 ROOT = Path(__file__).resolve().parents[1]
 # The hyper-parameters of both sides (SGD, Nesterov, weight decay 5e-4, label smoothing 0.1,
@@ -215,15 +215,6 @@ def load_average() -> str:
         return ", ".join(f"{v:.2f}" for v in psutil.getloadavg())
     except ImportError:
         return ", ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def warn_if_busy(limit: float = 0.5) -> None:
-    """Other work on the machine skews both sides, and PyTorch's OpenMP threads most: with one
-    of 2 cores busy, a 2-thread PyTorch step can take many times longer than a 1-thread one."""
-    busy = os.getloadavg()[0]
-    if busy > limit:
-        print(f"# WARNING: the machine is not idle (1-minute load average {busy:.2f}); these "
-              "figures are not comparable with an idle run")
 
 
 def prepare_data(inputs: set[tuple[int, int]], work: Path, mnist_dir: Path
