@@ -43,13 +43,14 @@ def busy_cores(seconds: float = 2.0) -> float:
     return (busy_after - busy) / max(total_after - total, 1) * (os.cpu_count() or 1)
 
 
-def warn_if_busy(limit: float = 0.5) -> None:
+def warn_if_busy(limit: float = 0.5, seconds: float = 2.0) -> None:
     """Other work on the machine skews every figure, and PyTorch's OpenMP threads most: with
     one of 2 cores busy, a 2-thread PyTorch step can take many times longer."""
-    busy = busy_cores()
+    busy = busy_cores(seconds)
     if busy > limit:
         print(f"# WARNING: the machine is not idle ({busy:.2f} of {os.cpu_count()} cores busy "
-              "over 2 s at start); these figures are not comparable with an idle run")
+              f"over {seconds:g} s at start); these figures are not comparable with an idle "
+              "run")
 
 
 def parse_spec(spec: str, inputs: Collection[tuple[int, int]] | None = None
