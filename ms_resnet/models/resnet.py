@@ -277,13 +277,15 @@ def resnet110(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
     return _cifar_resnet(110, num_classes, in_channels, **kwargs)
 
 
-def _fast_resnet(depth: int, num_classes: int, in_channels: int, **kwargs) -> ResNet:
+def _fast_resnet(depth: int, num_classes: int, in_channels: int, width: int = 32,
+                 **kwargs) -> ResNet:
     # MindSpore's CPU convolutions are slowest per FLOP at few channels and large maps: in
     # resnet20 on 28x28 the 16-channel 28x28 stage takes half the convolution time. A stride-2 stem
     # to 32 channels at 14x14 removes that stage; stages then run at 14, 7 and 4 px.
     n = (depth - 2) // 6
-    return ResNet(BasicBlock, (n, n, n), (32, 64, 128), (1, 2, 2),
-                  conv_bn_relu(in_channels, 32, 3, 2, 1), 32, num_classes=num_classes, **kwargs)
+    return ResNet(BasicBlock, (n, n, n), (width, 2 * width, 4 * width), (1, 2, 2),
+                  conv_bn_relu(in_channels, width, 3, 2, 1), width, num_classes=num_classes,
+                  **kwargs)
 
 
 @register_model
@@ -299,6 +301,13 @@ def fast_resnet14(num_classes: int = 10, in_channels: int = 3, image_size: int =
                   **kwargs) -> ResNet:
     """ResNet-14 variant of fast_resnet8: two BasicBlocks per stage."""
     return _fast_resnet(14, num_classes, in_channels, **kwargs)
+
+
+@register_model
+def fast_resnet14_wide(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+                       **kwargs) -> ResNet:
+    """fast_resnet14 at 1.5x the width (48/96/192 channels, 2.25x the parameters)."""
+    return _fast_resnet(14, num_classes, in_channels, width=48, **kwargs)
 
 
 @register_model
