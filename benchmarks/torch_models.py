@@ -24,8 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 DEFAULT_CHECKS = ("resnet20:1x28", "resnet20:3x32", "fast_resnet8:1x28", "fast_resnet14:1x28",
-                  "fullres_resnet14:1x28", "resnet18:3x32", "tutorial_resnet:1x28",
-                  "resnet50:3x32", "resnet18:3x96")
+                  "fast_resnet14_wide:1x28", "fullres_resnet14:1x28", "resnet18:3x32",
+                  "tutorial_resnet:1x28", "resnet50:3x32", "resnet18:3x96")
 
 
 def _init_conv(conv: nn.Conv2d) -> nn.Conv2d:
@@ -172,10 +172,11 @@ def _tutorial_resnet(num_classes, in_channels, image_size, **kwargs) -> ResNet:
                   num_classes=num_classes, **kwargs)
 
 
-def _fast_resnet(depth, num_classes, in_channels, **kwargs) -> ResNet:
+def _fast_resnet(depth, width, num_classes, in_channels, **kwargs) -> ResNet:
     n = (depth - 2) // 6
-    return ResNet(BasicBlock, (n, n, n), (32, 64, 128), (1, 2, 2),
-                  conv_bn_relu(in_channels, 32, 3, 2, 1), 32, num_classes=num_classes, **kwargs)
+    return ResNet(BasicBlock, (n, n, n), (width, 2 * width, 4 * width), (1, 2, 2),
+                  conv_bn_relu(in_channels, width, 3, 2, 1), width, num_classes=num_classes,
+                  **kwargs)
 
 
 def _fullres_resnet14(num_classes, in_channels, **kwargs) -> ResNet:
@@ -187,7 +188,7 @@ _IMAGENET = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3
              "resnet50": (Bottleneck, (3, 4, 6, 3)), "resnet101": (Bottleneck, (3, 4, 23, 3)),
              "resnet152": (Bottleneck, (3, 8, 36, 3))}
 _CIFAR = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
-_FAST = {"fast_resnet8": 8, "fast_resnet14": 14}
+_FAST = {"fast_resnet8": (8, 32), "fast_resnet14": (14, 32), "fast_resnet14_wide": (14, 48)}
 MODEL_NAMES = sorted([*_IMAGENET, *_CIFAR, *_FAST, "fullres_resnet14", "tutorial_resnet"])
 
 
@@ -200,7 +201,7 @@ def create_torch_model(name: str, num_classes: int = 10, in_channels: int = 3,
     if name in _CIFAR:
         return _cifar_resnet(_CIFAR[name], num_classes, in_channels, **kwargs)
     if name in _FAST:
-        return _fast_resnet(_FAST[name], num_classes, in_channels, **kwargs)
+        return _fast_resnet(*_FAST[name], num_classes, in_channels, **kwargs)
     if name == "fullres_resnet14":
         return _fullres_resnet14(num_classes, in_channels, **kwargs)
     if name == "tutorial_resnet":

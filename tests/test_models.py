@@ -15,9 +15,9 @@ from ms_resnet.models import (
 )
 
 EXPECTED_MODELS = [
-    "fast_resnet14", "fast_resnet8", "fullres_resnet14", "resnet101", "resnet110", "resnet152",
-    "resnet18", "resnet20", "resnet32", "resnet34", "resnet44", "resnet50", "resnet56",
-    "tutorial_resnet",
+    "fast_resnet14", "fast_resnet14_wide", "fast_resnet8", "fullres_resnet14", "resnet101",
+    "resnet110", "resnet152", "resnet18", "resnet20", "resnet32", "resnet34", "resnet44",
+    "resnet50", "resnet56", "tutorial_resnet",
 ]
 DEEP = {"resnet101", "resnet152"}
 
@@ -96,6 +96,8 @@ def test_forward_shape(name, in_channels, size):
         ("fast_resnet8", {"in_channels": 1}, 308_074),
         # stem 176, stages 4,672 / 33,088 / 131,712 / 230,144 (1/2/2/1 blocks), Dense 1,290.
         ("fullres_resnet14", {"in_channels": 1}, 401_082),
+        # fast_resnet14 x1.5 wide: stem 528, stages 83,328 / 295,872 / 1,181,568, Dense 1,930.
+        ("fast_resnet14_wide", {"in_channels": 1}, 1_563_226),
     ],
 )
 def test_parameter_counts(name, kwargs, expected):
