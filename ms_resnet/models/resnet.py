@@ -281,7 +281,7 @@ def _fast_resnet(depth: int, num_classes: int, in_channels: int, width: int = 32
                  **kwargs) -> ResNet:
     # MindSpore's CPU convolutions are slowest per FLOP at few channels and large maps: in
     # resnet20 on 28x28 the 16-channel 28x28 stage takes half the convolution time. A stride-2 stem
-    # to 32 channels at 14x14 removes that stage; stages then run at 14, 7 and 4 px.
+    # to `width` (32) channels at 14x14 removes that stage; stages then run at 14, 7 and 4 px.
     n = (depth - 2) // 6
     return ResNet(BasicBlock, (n, n, n), (width, 2 * width, 4 * width), (1, 2, 2),
                   conv_bn_relu(in_channels, width, 3, 2, 1), width, num_classes=num_classes,
