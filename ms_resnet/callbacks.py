@@ -48,8 +48,12 @@ def write_json_atomic(data: dict, path: Path) -> None:
     _save_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2), encoding="utf-8"))
 
 
-def save_checkpoint_atomic(net: ms.nn.Cell, path: Path, extra: dict | None = None) -> None:
-    _save_atomic(path, lambda tmp: ms.save_checkpoint(net, str(tmp), append_dict=extra))
+# What ms.save_checkpoint saves: a Cell, or a list of {"name": ..., "data": Parameter} entries.
+Saveable = ms.nn.Cell | list
+
+
+def save_checkpoint_atomic(saveable: Saveable, path: Path, extra: dict | None = None) -> None:
+    _save_atomic(path, lambda tmp: ms.save_checkpoint(saveable, str(tmp), append_dict=extra))
 
 
 class StopSignal:
@@ -132,10 +136,12 @@ class EvalCheckpoint(Callback):
     """After each epoch: evaluate, print the tutorial's test line, keep best.ckpt (network only)
     and last.ckpt (network + optimizer + position, for --resume), and record metrics.json.
 
-    On a stop signal it saves last.ckpt at the current step and raises `TrainingInterrupted`.
+    `network` is what best.ckpt holds (the evaluated weights), `training_state` what last.ckpt
+    holds besides the position. On a stop signal it saves last.ckpt at the current step and
+    raises `TrainingInterrupted`.
     """
 
-    def __init__(self, net: ms.nn.Cell, train_network: ms.nn.Cell,
+    def __init__(self, network: Saveable, training_state: Saveable,
                  evaluate: Callable[[], dict], progress: ProgressBar, ckpt_dir: Path,
                  epochs: int, metrics: dict, stop: StopSignal, resume_hint: str,
                  before_first_save: Callable[[], None] = lambda: None,
@@ -144,7 +150,7 @@ class EvalCheckpoint(Callback):
         # Under data parallelism only the main rank evaluates and writes files; the weights
         # are the same on every rank, and the saved BN statistics are the main rank's.
         self.is_main = is_main
-        self.net, self.train_network, self.evaluate = net, train_network, evaluate
+        self.network, self.training_state, self.evaluate = network, training_state, evaluate
         self.progress, self.ckpt_dir, self.epochs = progress, Path(ckpt_dir), epochs
         self.metrics, self.stop, self.resume_hint = metrics, stop, resume_hint
         self.before_first_save = before_first_save
@@ -159,7 +165,7 @@ class EvalCheckpoint(Callback):
 
     def _save_last(self, epochs_done: int, step: int, loss_sum: float = 0.0) -> None:
         self.before_first_save()
-        save_checkpoint_atomic(self.train_network, self.last_path, {
+        save_checkpoint_atomic(self.training_state, self.last_path, {
             "epoch": epochs_done, "step": step, "loss_sum": ms.Tensor(loss_sum, ms.float64),
             "best_accuracy": self.metrics["best_accuracy"] or -1.0,
             "best_epoch": self.metrics["best_epoch"] or 0})
@@ -199,7 +205,7 @@ class EvalCheckpoint(Callback):
         if best is None or accuracy > best:
             self.metrics.update(best_accuracy=accuracy, best_epoch=epoch)
             self.before_first_save()
-            save_checkpoint_atomic(self.net, self.best_path,
+            save_checkpoint_atomic(self.network, self.best_path,
                                    {"epoch": epoch, "accuracy": accuracy})
             note = f" -> saved {self.best_path}"
         self._save_last(epoch, 0)

@@ -89,6 +89,9 @@ class Config:
     lr_schedule: str = _field("onecycle", "learning-rate schedule",
                               ["constant", "cosine", "multistep", "onecycle"])
     warmup_epochs: float = _field(0.0, "linear warm-up epochs (not for onecycle)", low=0.0)
+    ema_decay: float = _field(0.0, "evaluate, save and export an exponential moving average of "
+                              "the weights with this decay per step (e.g. 0.999); 0 = off",
+                              low=0.0, high=1.0, high_open=True)
     # checkpoint
     ckpt_dir: str | None = _field(None, "output folder (default: ckpt/<config name>)")
     export_mindir: bool = _field(True, "export best.ckpt to best.mindir (+ .json) after training")

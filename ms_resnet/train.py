@@ -14,6 +14,7 @@ from pathlib import Path
 
 import mindspore as ms
 import mindspore.dataset as ds
+import numpy as np
 from mindspore import nn
 from mindspore.train import Accuracy, Model
 
@@ -30,6 +31,7 @@ from ms_resnet.config import (
 )
 from ms_resnet.data import get_dataset_info
 from ms_resnet.data.pipeline import create_dataset
+from ms_resnet.ema import WeightAverage
 from ms_resnet.errors import UserError
 from ms_resnet.models import FlipAverage, create_model
 from ms_resnet.optim import create_optimizer
@@ -171,7 +173,21 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     net = build_network(config)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     model = Model(net, loss_fn=loss_fn, optimizer=create_optimizer(net, config, steps, workers))
-    eval_model = build_eval_model(inference_network(net, config))
+    training_state: list | nn.Cell = model.train_network
+    evaluated: list | nn.Cell = net
+    averager = None
+    if config.ema_decay:
+        # Initialising a second network draws from NumPy's global RNG, which RandomErasing
+        # also draws from: restore it, so EMA leaves the training run exactly as without it.
+        rng_state = np.random.get_state()
+        averager = WeightAverage(net, build_network(config), config.ema_decay)
+        np.random.set_state(rng_state)
+        evaluated = averager.network_entries()
+        training_state = [{"name": p.name, "data": p}
+                          for p in model.train_network.get_parameters()]
+        training_state += averager.state_entries()
+    eval_model = build_eval_model(inference_network(averager.network if averager else net,
+                                                    config))
     header = {"config": config.to_dict(), "mindspore": ms.__version__,
               "machine": machine_description(), "workers": workers,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -180,6 +196,8 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
         metrics = dict(header, best_accuracy=None, best_epoch=None, epochs=[])
     else:
         state = load_training_state(model.train_network, resume)
+        if averager:
+            averager.load_state(resume)
         epochs_done, first_step = int(state["epoch"]), int(state["step"])
         # A last.ckpt from before loss_sum was saved cannot give the resumed epoch's mean loss.
         first_loss_sum = float(state.get("loss_sum", math.nan if first_step else 0.0))
@@ -216,11 +234,12 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     stop = StopSignal()
     with stop:
         evaluator = EvalCheckpoint(
-            net, model.train_network,
+            evaluated, training_state,
             lambda: eval_model.eval(test_data, dataset_sink_mode=False), progress, ckpt_dir,
             config.epochs, metrics, stop, f"python train.py --resume {ckpt_dir / 'last.ckpt'}",
             save_config_once, is_main)
-        model.train(config.epochs, train_data, callbacks=[progress, evaluator],
+        callbacks = [progress, *([averager] if averager else []), evaluator]
+        model.train(config.epochs, train_data, callbacks=callbacks,
                     dataset_sink_mode=False, initial_epoch=epochs_done)
     if workers > 1:
         print(f"rank {rank}: trainable parameter sha256 {parameter_digest(net)}", flush=True)
