@@ -129,6 +129,27 @@ def test_ctrl_c_saves_last_ckpt_and_says_how_to_resume(mnist_small: Path, tmp_pa
     _check_resumed(tmp_path, uninterrupted)
 
 
+def test_ctrl_c_then_resume_continues_the_weight_average(mnist_small: Path,
+                                                         tmp_path: Path) -> None:
+    # decay 0.99 is still in its warm-up here, so an average restarted at the resume (update
+    # count 0) would be much closer to the current weights and evaluate differently.
+    ema = ("--ema_decay", "0.99")
+    result = subprocess.run(_train_args(mnist_small, tmp_path / "whole", *ema),
+                            capture_output=True, text=True, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    code, stderr = _stop_during_epoch_2(_train_args(mnist_small, tmp_path / "cut", *ema),
+                                        signal.SIGINT)
+    assert code == 130, stderr[-2000:]
+    saved = ms.load_checkpoint(str(tmp_path / "cut" / "last.ckpt"))
+    assert saved["ema.updates"].asnumpy() == 20 + saved["step"].asnumpy()
+    result = run_command("train.py", "--ckpt_dir", str(tmp_path / "cut"), "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    whole, cut = _metrics(tmp_path / "whole"), _metrics(tmp_path / "cut")
+    assert [e["test_loss"] for e in cut["epochs"]] == pytest.approx(
+        [e["test_loss"] for e in whole["epochs"]], rel=1e-4)
+    assert cut["best_accuracy"] == whole["best_accuracy"]
+
+
 def test_resume_of_a_finished_run_does_nothing(mnist_small: Path, tmp_path: Path) -> None:
     args = ("--data_dir", str(mnist_small), "--ckpt_dir", str(tmp_path), "--epochs", "1",
             "--batch_size", "32", "--num_samples", "64", "--eval_num_samples", "64",
