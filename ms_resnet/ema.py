@@ -76,8 +76,12 @@ class WeightAverage(Callback):
         self._step = _AverageStep(list(average_net.get_parameters()), list(net.get_parameters()),
                                   decay)
 
+    def update(self) -> tuple:
+        """One step of the average; returns the updated averages."""
+        return self._step()
+
     def on_train_step_end(self, run_context) -> None:
-        self._step()
+        self.update()
 
     def network_entries(self) -> list[dict]:
         """The averaged network as `save_checkpoint` takes it, under the plain names that

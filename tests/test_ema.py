@@ -25,14 +25,14 @@ def test_average_follows_the_warmed_up_decay() -> None:
     for param in net.get_parameters():
         param.set_data(ms.Tensor(np.full(param.shape, 2.0, np.float32)))
     for _ in range(3):
-        averager.on_train_step_end(None)
+        averager.update()
     # d_n = min(0.5, (1 + n) / (10 + n)): 2/11, 3/12, 4/13 (below 0.5 for n < 8)
     remaining = (2 / 11) * (3 / 12) * (4 / 13)
     for entry in averager.network_entries():
         expected = 2.0 + (start[entry["name"]] - 2.0) * remaining
         np.testing.assert_allclose(entry["data"].asnumpy(), expected, rtol=1e-5)
     for _ in range(10):
-        averager.on_train_step_end(None)
+        averager.update()
     remaining *= np.prod([(1 + n) / (10 + n) for n in range(4, 9)]) * 0.5 ** 5
     for entry in averager.network_entries():
         expected = 2.0 + (start[entry["name"]] - 2.0) * remaining
