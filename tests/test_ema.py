@@ -64,7 +64,7 @@ def test_ema_is_evaluated_and_saved_without_changing_the_training(mnist_small: P
     assert averaged["config"]["ema_decay"] == 0.9
     report = tmp_path / "eval.json"
     result = run_command("eval.py", "--ckpt", str(tmp_path / "ema" / "best.ckpt"),
-                         "--json", str(report))
+                         "--num_samples", "200", "--json", str(report))
     assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads(report.read_text())
     assert evaluated["accuracy"] == averaged["best_accuracy"]
