@@ -1,8 +1,9 @@
 """Exponential moving average (EMA) of the weights, kept during training when `ema_decay` is set.
 
 The average, not the trained network, is what gets evaluated after each epoch, saved to
-best.ckpt and exported, as with MindCV's `ema`. It smooths out the last steps' noise, which
-moves test accuracy by a few tenths of a point from one epoch to the next.
+best.ckpt and exported, as with MindCV's `ema`. It averages out the noise of the last steps;
+under a schedule that anneals the learning rate to ~0 little noise is left, and on Fashion-MNIST's
+one-cycle recipe it ended 0.11 points below the trained weights (README, Results).
 """
 
 from __future__ import annotations
