@@ -48,7 +48,8 @@ def write_json_atomic(data: dict, path: Path) -> None:
     _save_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2), encoding="utf-8"))
 
 
-# What ms.save_checkpoint saves: a Cell, or a list of {"name": ..., "data": Parameter} entries.
+# What ms.save_checkpoint saves: a Cell, a list of Parameters, or a list of
+# {"name": ..., "data": Parameter} entries (to save under other names).
 Saveable = ms.nn.Cell | list
 
 

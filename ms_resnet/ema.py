@@ -64,12 +64,10 @@ class WeightAverage(Callback):
     def __init__(self, net: nn.Cell, average_net: nn.Cell, decay: float) -> None:
         super().__init__()
         currents, averages = net.get_parameters(), average_net.get_parameters()
-        self.names = []
         for current, average in zip(currents, averages, strict=True):
             if current.shape != average.shape:
                 raise ValueError(f"{average.name} {average.shape} does not match "
                                  f"{current.name} {current.shape}")
-            self.names.append(current.name)
             # Distinct names: both sets of parameters appear in the one update graph.
             average.name = PREFIX + current.name
             average.set_data(current.data.copy())
@@ -87,14 +85,13 @@ class WeightAverage(Callback):
     def network_entries(self) -> list[dict]:
         """The averaged network as `save_checkpoint` takes it, under the plain names that
         eval.py and export.py load."""
-        return [{"name": name, "data": param}
-                for name, param in zip(self.names, self.network.get_parameters())]
+        return [{"name": param.name.removeprefix(PREFIX), "data": param}
+                for param in self.network.get_parameters()]
 
-    def state_entries(self) -> list[dict]:
-        """The average and its update count under `ema.` names, for last.ckpt."""
-        params = [*self.network.get_parameters(), self._step.updates]
-        return [{"name": param.name, "data": param} for param in params]
+    def state_parameters(self) -> list[Parameter]:
+        """The average and its update count, named `ema.*`, for last.ckpt."""
+        return [*self.network.get_parameters(), self._step.updates]
 
     def load_state(self, last_ckpt: Path) -> None:
-        """Continue the average saved in a last.ckpt by `state_entries`."""
+        """Continue the average saved in a last.ckpt with `state_parameters`."""
         load_weights(self._step, last_ckpt)

@@ -173,8 +173,8 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     net = build_network(config)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     model = Model(net, loss_fn=loss_fn, optimizer=create_optimizer(net, config, steps, workers))
-    training_state: list | nn.Cell = model.train_network
-    evaluated: list | nn.Cell = net
+    # What is evaluated, saved to best.ckpt (`best_state`) and to last.ckpt (`training_state`).
+    evaluated_net, best_state, training_state = net, net, model.train_network
     averager = None
     if config.ema_decay:
         # Initialising a second network draws from NumPy's global RNG, which RandomErasing
@@ -182,12 +182,9 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
         rng_state = np.random.get_state()
         averager = WeightAverage(net, build_network(config), config.ema_decay)
         np.random.set_state(rng_state)
-        evaluated = averager.network_entries()
-        training_state = [{"name": p.name, "data": p}
-                          for p in model.train_network.get_parameters()]
-        training_state += averager.state_entries()
-    eval_model = build_eval_model(inference_network(averager.network if averager else net,
-                                                    config))
+        evaluated_net, best_state = averager.network, averager.network_entries()
+        training_state = [*model.train_network.get_parameters(), *averager.state_parameters()]
+    eval_model = build_eval_model(inference_network(evaluated_net, config))
     header = {"config": config.to_dict(), "mindspore": ms.__version__,
               "machine": machine_description(), "workers": workers,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -234,7 +231,7 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     stop = StopSignal()
     with stop:
         evaluator = EvalCheckpoint(
-            evaluated, training_state,
+            best_state, training_state,
             lambda: eval_model.eval(test_data, dataset_sink_mode=False), progress, ckpt_dir,
             config.epochs, metrics, stop, f"python train.py --resume {ckpt_dir / 'last.ckpt'}",
             save_config_once, is_main)

@@ -38,7 +38,7 @@ def test_average_follows_the_warmed_up_decay() -> None:
         expected = 2.0 + (start[entry["name"]] - 2.0) * remaining
         np.testing.assert_allclose(entry["data"].asnumpy(), expected, rtol=1e-5)
     assert {e["name"] for e in averager.network_entries()} == set(start)
-    state = {e["name"]: e["data"].asnumpy() for e in averager.state_entries()}
+    state = {param.name: param.asnumpy() for param in averager.state_parameters()}
     assert set(state) == {f"ema.{name}" for name in start} | {"ema.updates"}
     assert state["ema.updates"] == 13
 
