@@ -22,11 +22,13 @@ medians are reported. Run it on an otherwise idle machine:
     python benchmarks/train_throughput.py                       # all models, 5 repetitions
     python benchmarks/train_throughput.py --models resnet20:1x28 --reps 3 --json out.json
     python benchmarks/train_throughput.py --quick               # smoke run, not a measurement
+    python benchmarks/train_throughput.py --frameworks ms       # MindSpore alone, no torch needed
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -235,13 +237,26 @@ def prepare_data(inputs: set[tuple[int, int]], work: Path, mnist_dir: Path
 
 
 def fmt_rate(values: list[float]) -> str:
+    if not values:
+        return "n/a"
     median = statistics.median(values)
     if len(values) == 1:
         return f"{median:.1f}"
     return f"{median:.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def drive(args: argparse.Namespace) -> None:
+    if "torch" in args.frameworks and importlib.util.find_spec("torch") is None:
+        sys.exit("error: PyTorch is not installed: pip install -e '.[bench]', or time MindSpore "
+                 "alone with --frameworks ms")
     specs = [parse_input_spec(s) for s in args.models]
     mnist_dir = Path(args.mnist_dir)
     if not (mnist_dir / "train-images-idx3-ubyte.gz").is_file() and \
@@ -271,34 +286,33 @@ def drive(args: argparse.Namespace) -> None:
         env = dict(os.environ, MS_RESNET_CACHE=str(work / "cache"), GLOG_v="3")
         data_dirs = prepare_data({(c, s) for _, c, s in specs}, work, mnist_dir)
         for spec, (name, channels, size) in zip(args.models, specs):
-            runs: dict[str, list[dict]] = {"ms": [], "torch": []}
+            runs: dict[str, list[dict]] = {framework: [] for framework in args.frameworks}
             for rep in range(args.reps):
-                for framework in ("ms", "torch"):
+                for framework in args.frameworks:
                     result = launch(framework, spec, args, data_dirs[channels, size], env)
                     runs[framework].append(result)
                     print(f"#   {spec} rep {rep + 1}/{args.reps} {framework}: "
                           f"{result['images_per_s']:.1f} img/s, first step "
                           f"{result['first_step_s']:.1f} s, peak RSS "
                           f"{result['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
-            ms_params, torch_params = runs["ms"][0]["params"], runs["torch"][0]["params"]
-            assert ms_params == torch_params, (
-                f"{spec}: MindSpore has {ms_params} trainable parameters, PyTorch "
-                f"{torch_params}")
-            ms_rates = [r["images_per_s"] for r in runs["ms"]]
-            torch_rates = [r["images_per_s"] for r in runs["torch"]]
-            ratio = statistics.median(ms_rates) / statistics.median(torch_rates)
-            compile_s = statistics.median(r["first_step_s"] for r in runs["ms"])
-            ms_rss = statistics.median(r["peak_rss_mb"] for r in runs["ms"])
-            torch_rss = statistics.median(r["peak_rss_mb"] for r in runs["torch"])
-            rows.append(f"| {name} | {channels}x{_size(spec)} | {ms_params / 1e6:.2f}M | "
-                        f"{steps_for(name, args.steps)} | {fmt_rate(ms_rates)} | "
-                        f"{fmt_rate(torch_rates)} | {ratio:.2f} | {compile_s:.1f} | "
-                        f"{ms_rss:.0f} | {torch_rss:.0f} |")
-            record[spec] = {"ms_images_per_s": statistics.median(ms_rates),
-                            "torch_images_per_s": statistics.median(torch_rates),
+            params = {framework: r[0]["params"] for framework, r in runs.items()}
+            assert len(set(params.values())) == 1, f"{spec}: trainable parameters differ: {params}"
+            rates = {f: [r["images_per_s"] for r in runs.get(f, [])] for f in ("ms", "torch")}
+            ms_rate, torch_rate = _median(rates["ms"]), _median(rates["torch"])
+            ratio = ms_rate / torch_rate if ms_rate and torch_rate else None
+            compile_s = _median([r["first_step_s"] for r in runs.get("ms", [])])
+            ms_rss, torch_rss = (_median([r["peak_rss_mb"] for r in runs.get(f, [])])
+                                 for f in ("ms", "torch"))
+            count = params[args.frameworks[0]]
+            rows.append(f"| {name} | {channels}x{_size(spec)} | {count / 1e6:.2f}M | "
+                        f"{steps_for(name, args.steps)} | {fmt_rate(rates['ms'])} | "
+                        f"{fmt_rate(rates['torch'])} | {_fmt(ratio, '.2f')} | "
+                        f"{_fmt(compile_s, '.1f')} | {_fmt(ms_rss, '.0f')} | "
+                        f"{_fmt(torch_rss, '.0f')} |")
+            record[spec] = {"ms_images_per_s": ms_rate, "torch_images_per_s": torch_rate,
                             "ratio_ms_torch": ratio, "ms_first_step_s": compile_s,
                             "ms_peak_rss_mb": ms_rss, "torch_peak_rss_mb": torch_rss,
-                            "params": ms_params, "runs": runs}
+                            "params": count, "runs": runs}
             print(f"# {spec}: done", file=sys.stderr, flush=True)
     print("| model | input | params (equal) | timed steps | MindSpore img/s | PyTorch img/s | "
           "ms/torch | MindSpore first step (compile) s | MindSpore peak RSS MB | "
@@ -308,7 +322,8 @@ def drive(args: argparse.Namespace) -> None:
         print(row)
     print(f"# load average at end: {load_average()}")
     if args.json:
-        train_rate = {spec: r["ms_images_per_s"] for spec, r in record.items()}
+        train_rate = {spec: r["ms_images_per_s"] for spec, r in record.items()
+                      if r["ms_images_per_s"] is not None}
         Path(args.json).write_text(json.dumps({
             "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "model")},
             "train_rate": train_rate, "results": record}, indent=2), encoding="utf-8")
@@ -329,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", nargs="+", default=list(MODELS), metavar="MODEL:CxS",
                         help="models and inputs (1x28 = MNIST, 3x32 = CIFAR-10 format, "
                         "3x96 = STL-10 format)")
+    parser.add_argument("--frameworks", nargs="+", choices=("ms", "torch"),
+                        default=["ms", "torch"],
+                        help="what to time: ms = the ms_resnet training path, torch = the "
+                        "PyTorch reference (needs the bench extra); the ratio needs both")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per framework")
     parser.add_argument("--steps", type=int, default=30,
                         help="timed steps per repetition (resnet50: a third)")
