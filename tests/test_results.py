@@ -1,0 +1,42 @@
+"""Every committed run in results/ is quoted in the README Results tables (English and Chinese)
+exactly as its metrics.json says: epochs, best / final test accuracy, training seconds."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+RUNS = sorted(path.parent for path in (ROOT / "results").glob("*/metrics.json"))
+READMES = {"README.md": "## Results", "README_CN.md": "## 结果"}
+
+
+def results_rows(readme: str) -> list[list[str]]:
+    """Cells of the run rows (config | command | epochs | accuracy | training time | wall time)
+    in the readme's Results section, bold markers removed."""
+    text = (ROOT / readme).read_text(encoding="utf-8")
+    section = text.split(READMES[readme], 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.replace("**", "").strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("|")]
+    return [row for row in rows if len(row) == 6 and row[2].isdigit()]
+
+
+def test_results_has_runs() -> None:
+    assert len(RUNS) >= 3, RUNS
+
+
+@pytest.mark.parametrize("readme", READMES)
+@pytest.mark.parametrize("run", RUNS, ids=lambda path: path.name)
+def test_readme_quotes_each_run_from_its_metrics(run: Path, readme: str) -> None:
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    epochs = metrics["epochs"]
+    accuracies = f"{100 * metrics['best_accuracy']:.2f}% / {100 * epochs[-1]['test_accuracy']:.2f}%"
+    rows = [row for row in results_rows(readme) if accuracies in row[3]]
+    assert len(rows) == 1, f"{readme}: {len(rows)} Results rows quote {accuracies} ({run.name})"
+    row = rows[0]
+    assert row[2] == str(len(epochs)), f"{readme}: {run.name} ran {len(epochs)} epochs: {row}"
+    training = f"{round(sum(epoch['seconds'] for epoch in epochs)):,} s"
+    assert training in row[4], f"{readme}: {run.name} trained for {training}: {row}"
+    assert f"(results/{run.name}/)" in (ROOT / readme).read_text(encoding="utf-8"), \
+        f"{readme} does not link results/{run.name}/"
