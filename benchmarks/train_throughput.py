@@ -286,7 +286,7 @@ def drive(args: argparse.Namespace) -> None:
         env = dict(os.environ, MS_RESNET_CACHE=str(work / "cache"), GLOG_v="3")
         data_dirs = prepare_data({(c, s) for _, c, s in specs}, work, mnist_dir)
         for spec, (name, channels, size) in zip(args.models, specs):
-            runs: dict[str, list[dict]] = {framework: [] for framework in args.frameworks}
+            runs: dict[str, list[dict]] = {"ms": [], "torch": []}  # a side not run stays empty
             for rep in range(args.reps):
                 for framework in args.frameworks:
                     result = launch(framework, spec, args, data_dirs[channels, size], env)
@@ -295,14 +295,13 @@ def drive(args: argparse.Namespace) -> None:
                           f"{result['images_per_s']:.1f} img/s, first step "
                           f"{result['first_step_s']:.1f} s, peak RSS "
                           f"{result['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
-            params = {framework: r[0]["params"] for framework, r in runs.items()}
+            params = {framework: r[0]["params"] for framework, r in runs.items() if r}
             assert len(set(params.values())) == 1, f"{spec}: trainable parameters differ: {params}"
-            rates = {f: [r["images_per_s"] for r in runs.get(f, [])] for f in ("ms", "torch")}
+            rates = {f: [r["images_per_s"] for r in runs[f]] for f in runs}
             ms_rate, torch_rate = _median(rates["ms"]), _median(rates["torch"])
             ratio = ms_rate / torch_rate if ms_rate and torch_rate else None
-            compile_s = _median([r["first_step_s"] for r in runs.get("ms", [])])
-            ms_rss, torch_rss = (_median([r["peak_rss_mb"] for r in runs.get(f, [])])
-                                 for f in ("ms", "torch"))
+            compile_s = _median([r["first_step_s"] for r in runs["ms"]])
+            ms_rss, torch_rss = (_median([r["peak_rss_mb"] for r in runs[f]]) for f in runs)
             count = params[args.frameworks[0]]
             rows.append(f"| {name} | {channels}x{_size(spec)} | {count / 1e6:.2f}M | "
                         f"{steps_for(name, args.steps)} | {fmt_rate(rates['ms'])} | "

@@ -2,6 +2,7 @@
 exactly as its metrics.json says: epochs, best / final test accuracy, training seconds."""
 
 import json
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,15 @@ RUNS = sorted(path.parent for path in (ROOT / "results").glob("*/metrics.json"))
 READMES = {"README.md": "## Results", "README_CN.md": "## 结果"}
 
 
+@cache
+def readme_text(readme: str) -> str:
+    return (ROOT / readme).read_text(encoding="utf-8")
+
+
 def results_rows(readme: str) -> list[list[str]]:
     """Cells of the run rows (config | command | epochs | accuracy | training time | wall time)
     in the readme's Results section, bold markers removed."""
-    text = (ROOT / readme).read_text(encoding="utf-8")
-    section = text.split(READMES[readme], 1)[1].split("\n## ", 1)[0]
+    section = readme_text(readme).split(READMES[readme], 1)[1].split("\n## ", 1)[0]
     rows = [[cell.strip() for cell in line.replace("**", "").strip("|").split("|")]
             for line in section.splitlines() if line.startswith("|")]
     return [row for row in rows if len(row) == 6 and row[2].isdigit()]
@@ -38,5 +43,5 @@ def test_readme_quotes_each_run_from_its_metrics(run: Path, readme: str) -> None
     assert row[2] == str(len(epochs)), f"{readme}: {run.name} ran {len(epochs)} epochs: {row}"
     training = f"{round(sum(epoch['seconds'] for epoch in epochs)):,} s"
     assert training in row[4], f"{readme}: {run.name} trained for {training}: {row}"
-    assert f"(results/{run.name}/)" in (ROOT / readme).read_text(encoding="utf-8"), \
+    assert f"(results/{run.name}/)" in readme_text(readme), \
         f"{readme} does not link results/{run.name}/"

@@ -35,5 +35,6 @@ def test_asking_for_pytorch_without_it_is_one_error_line(monkeypatch, capsys) ->
     with pytest.raises(SystemExit) as stop:
         train_throughput.main(["--quick"])
     assert "PyTorch is not installed" in str(stop.value)
+    assert "\n" not in str(stop.value)
     assert "--frameworks ms" in str(stop.value)
     assert "training throughput" not in capsys.readouterr().out  # stopped before any work
