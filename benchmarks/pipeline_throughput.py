@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
                     "augmentation on), and the ratio to training throughput.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=None, metavar="YAML",
-                        help="config files (default: every configs/*.yaml)")
+                        help="config files (default: %(default)s, every configs/*.yaml)")
     parser.add_argument("--batches", type=int, default=50, help="timed batches per repetition")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     parser.add_argument("--reps", type=int, default=3, help="repetitions (median reported)")

@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="which runs to train (each writes OUT/<run>/metrics.json)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="stop each run after this many epochs and extrapolate the rest "
-                             "(default: every run's full schedule)")
+                             "(default: %(default)s, every run's full schedule)")
     parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA,
                         help="real MNIST idx files (.gz or raw)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,

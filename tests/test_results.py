@@ -1,5 +1,6 @@
 """Every committed run in results/ is quoted in the README Results tables (English and Chinese)
-exactly as its metrics.json says: epochs, best / final test accuracy, training seconds."""
+exactly as its metrics.json says: epochs, best / final test accuracy, training seconds; and the
+time-to-accuracy table is the one `time_to_accuracy.py --report` builds from results/."""
 
 import json
 from functools import cache
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_command
 
 RUNS = sorted(path.parent for path in (ROOT / "results").glob("*/metrics.json"))
 READMES = {"README.md": "## Results", "README_CN.md": "## 结果"}
@@ -45,3 +46,19 @@ def test_readme_quotes_each_run_from_its_metrics(run: Path, readme: str) -> None
     assert training in row[4], f"{readme}: {run.name} trained for {training}: {row}"
     assert f"(results/{run.name}/)" in readme_text(readme), \
         f"{readme} does not link results/{run.name}/"
+
+
+def test_time_to_accuracy_tables_are_rebuilt_from_the_committed_runs(tmp_path: Path) -> None:
+    result = run_command("benchmarks/time_to_accuracy.py", "--report",
+                         "--out", str(ROOT / "results" / "time_to_accuracy"),
+                         "--plot", str(tmp_path / "plot.png"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| run |")]
+    assert len(rows) == 4, lines  # separator + three runs
+    verdict = next(line for line in lines if line.startswith("speed-up:"))
+    for document in ("README.md", "README_CN.md", "benchmarks/RESULTS.md"):
+        text = (ROOT / document).read_text(encoding="utf-8")
+        missing = [row for row in rows[1:] if row not in text.splitlines()]
+        assert not missing, f"{document} does not quote the report's rows: {missing}"
+    assert verdict in (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
