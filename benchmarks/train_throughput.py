@@ -381,6 +381,7 @@ def main(argv: list[str] | None = None) -> None:
         parser, sys.argv[1:] if argv is None else argv,
         quick={"batch_size": 16, "warmup": 1, "steps": 2, "reps": 1}, quick_models=QUICK_MODELS,
         parse=parse_input_spec, at_least_one=("warmup", "steps", "reps", "batch_size"))
+    args.frameworks = list(dict.fromkeys(args.frameworks))  # "ms ms" would time ms twice per rep
     if args.worker:
         run_worker(args)
     else:

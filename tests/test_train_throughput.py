@@ -13,7 +13,8 @@ SCRIPT = "benchmarks/train_throughput.py"
 
 def test_mindspore_alone_runs_without_pytorch(tmp_path: Path) -> None:
     out = tmp_path / "train.json"
-    result = run_command(SCRIPT, "--quick", "--frameworks", "ms", "--models", "fast_resnet8:1x28",
+    result = run_command(SCRIPT, "--quick", "--frameworks", "ms", "ms",  # a repeat is timed once
+                         "--models", "fast_resnet8:1x28",
                          "--mnist_dir", str(ROOT / "tests/data/mnist_small"), "--json", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("| fast_resnet8"))
@@ -23,6 +24,7 @@ def test_mindspore_alone_runs_without_pytorch(tmp_path: Path) -> None:
     record = json.loads(out.read_text())
     assert record["train_rate"]["fast_resnet8:1x28"] == pytest.approx(float(cells[4]), abs=0.06)
     assert record["results"]["fast_resnet8:1x28"]["ratio_ms_torch"] is None
+    assert len(record["results"]["fast_resnet8:1x28"]["runs"]["ms"]) == 1  # --quick: 1 rep
 
 
 def test_asking_for_pytorch_without_it_is_one_error_line(monkeypatch, capsys) -> None:
