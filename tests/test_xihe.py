@@ -219,6 +219,9 @@ def test_real_browser_uploads_a_digit_and_reads_the_label(xihe_app: dict,
             page = browser.pages[0] if browser.pages else browser.new_page()
             page.goto(xihe_app["url"], wait_until="domcontentloaded", timeout=60_000)
             page.locator("#upload-image input[type=file]").set_input_files(str(SEVEN))
+            # The preview shows once the file has reached the server; a click before that
+            # classifies no image (seen once in CI: "No image: upload an image ...").
+            expect(page.locator("#upload-image img")).to_be_visible(timeout=30_000)
             page.locator("#classify-button").click()
             prediction = page.locator("#prediction [data-testid='label-output-value']")
             expect(prediction).to_have_text("7", timeout=60_000)
