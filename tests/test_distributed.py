@@ -84,6 +84,34 @@ def test_accuracy_matches_a_single_process_run(distributed_run: dict, mnist_run:
     assert evaluated["accuracy"] == parallel["best_accuracy"]
 
 
+def test_weight_average_under_data_parallel(mnist_small: Path, tmp_path: Path) -> None:
+    """--ema_decay with 2 workers: the ranks still train identical weights, and rank 0 saves
+    and evaluates the average, not the trained weights."""
+    result = run_command("scripts/run_distribute_train.sh", str(WORKERS), "configs/mnist.yaml",
+                         "--data_dir", str(mnist_small), "--ckpt_dir", str(tmp_path),
+                         "--num_samples", "512", "--batch_size", "32", "--epochs", "1",
+                         "--ema_decay", "0.9", "--export_mindir", "false", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = _digests(tmp_path / "logs")
+    assert trained[0] == trained[1]
+    # One epoch: best.ckpt and last.ckpt are written after the same step.
+    best = ms.load_checkpoint(str(tmp_path / "best.ckpt"))
+    last = ms.load_checkpoint(str(tmp_path / "last.ckpt"))
+    assert last["ema.updates"].asnumpy() == 512 // WORKERS // 32  # each rank's steps
+    weights = [name for name in best if f"ema.{name}" in last]
+    assert weights and all(
+        (best[name].asnumpy() == last[f"ema.{name}"].asnumpy()).all() for name in weights)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    net = create_model(metrics["config"]["model"], 10, 1, 28)
+    ms.load_param_into_net(net, last)
+    assert parameter_digest(net) == trained[0] and any(
+        (best[name].asnumpy() != last[name].asnumpy()).any() for name in weights)
+    report = tmp_path / "eval.json"
+    evaluated = run_command("eval.py", "--ckpt", str(tmp_path / "best.ckpt"), "--json", str(report))
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert json.loads(report.read_text())["accuracy"] == metrics["best_accuracy"]
+
+
 def _rank_pid(rank: int, ckpt_dir: Path) -> int | None:
     """The main process of worker `rank` of the run writing to `ckpt_dir` (its children share
     its command line and environment, and after pid wrap-around may have lower pids)."""
