@@ -15,14 +15,14 @@ READMES = {"README.md": "## Results", "README_CN.md": "## 结果"}
 
 
 @cache
-def readme_text(readme: str) -> str:
-    return (ROOT / readme).read_text(encoding="utf-8")
+def document_text(document: str) -> str:
+    return (ROOT / document).read_text(encoding="utf-8")
 
 
 def results_rows(readme: str) -> list[list[str]]:
     """Cells of the run rows (config | command | epochs | accuracy | training time | wall time)
     in the readme's Results section, bold markers removed."""
-    section = readme_text(readme).split(READMES[readme], 1)[1].split("\n## ", 1)[0]
+    section = document_text(readme).split(READMES[readme], 1)[1].split("\n## ", 1)[0]
     rows = [[cell.strip() for cell in line.replace("**", "").strip("|").split("|")]
             for line in section.splitlines() if line.startswith("|")]
     return [row for row in rows if len(row) == 6 and row[2].isdigit()]
@@ -44,7 +44,7 @@ def test_readme_quotes_each_run_from_its_metrics(run: Path, readme: str) -> None
     assert row[2] == str(len(epochs)), f"{readme}: {run.name} ran {len(epochs)} epochs: {row}"
     training = f"{round(sum(epoch['seconds'] for epoch in epochs)):,} s"
     assert training in row[4], f"{readme}: {run.name} trained for {training}: {row}"
-    assert f"(results/{run.name}/)" in readme_text(readme), \
+    assert f"(results/{run.name}/)" in document_text(readme), \
         f"{readme} does not link results/{run.name}/"
 
 
@@ -58,7 +58,6 @@ def test_time_to_accuracy_tables_are_rebuilt_from_the_committed_runs(tmp_path: P
     assert len(rows) == 4, lines  # separator + three runs
     verdict = next(line for line in lines if line.startswith("speed-up:"))
     for document in ("README.md", "README_CN.md", "benchmarks/RESULTS.md"):
-        text = (ROOT / document).read_text(encoding="utf-8")
-        missing = [row for row in rows[1:] if row not in text.splitlines()]
+        missing = [row for row in rows[1:] if row not in document_text(document).splitlines()]
         assert not missing, f"{document} does not quote the report's rows: {missing}"
-    assert verdict in (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    assert verdict in document_text("benchmarks/RESULTS.md")
