@@ -45,10 +45,12 @@ def measure(spec: str, args: argparse.Namespace) -> tuple[float, float]:
     from mindspore import nn
 
     from ms_resnet.config import build_config
+    from ms_resnet.cpu_isa import choose_cpu_isa
     from ms_resnet.ema import WeightAverage
     from ms_resnet.models import create_model
     from ms_resnet.optim import create_optimizer
 
+    choose_cpu_isa()  # as every ms_resnet entry point, before the first kernel
     name, channels, size = parse_input_spec(spec)
     config = build_config(ROOT / "configs" / "mnist.yaml", {"model": name})
     net = create_model(name, num_classes=10, in_channels=channels, image_size=size)

@@ -72,11 +72,13 @@ def percentile(values: list[float], q: float) -> float:
 def build_ms(name: str, channels: int, size: int, threads: int, work: Path):
     import mindspore as ms
 
+    from ms_resnet.cpu_isa import choose_cpu_isa
     from ms_resnet.data import get_dataset_info
     from ms_resnet.export import export_model
     from ms_resnet.inference import Classifier, from_mindir
     from ms_resnet.models import create_model
 
+    choose_cpu_isa()  # as every ms_resnet entry point, before the first kernel
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
     ms.device_context.cpu.op_tuning.threads_num(threads)

@@ -252,8 +252,10 @@ def check(spec: str) -> str:
     import mindspore as ms
     import numpy as np
 
+    from ms_resnet.cpu_isa import choose_cpu_isa
     from ms_resnet.models import create_model
 
+    choose_cpu_isa()  # as every ms_resnet entry point, before the first kernel
     name, channels, size = spec
     ms_net = create_model(name, 10, channels, size)
     torch_model = create_torch_model(name, 10, channels, size)

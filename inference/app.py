@@ -6,7 +6,8 @@ the files listed in `config.json` ("model_path") next to this file, runs
 
 The network comes from the MindIR file; its JSON sidecar (written by `ms-resnet export` beside
 it) holds the input shape, normalisation and class names. This file needs only mindspore,
-numpy, Pillow and gradio, and keeps to Python 3.9 syntax (XiHe's image).
+numpy, Pillow, gradio and `cpu_isa.py` beside it (ms_resnet's choice of oneDNN's CPU ISA, which
+needs only the standard library), and keeps to Python 3.9 syntax (XiHe's image).
 
 Local use:
     python app.py --model ../ckpt/mnist/best.mindir [--port 7860] [--host 127.0.0.1]
@@ -37,6 +38,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 import mindspore as ms
 import numpy as np
+
+# cpu_isa.py is ms_resnet's own module, shipped beside this file: the same rule as training.
+from cpu_isa import CpuIsaError, choose_cpu_isa
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 HERE = Path(__file__).resolve().parent
@@ -379,13 +383,15 @@ def main(argv: list[str] | None = None) -> None:
     # above twice this number of pixels from their header.
     Image.MAX_IMAGE_PIXELS = args.max_pixels
     try:
+        # Before the model's first kernel runs: oneDNN reads the ISA cap once.
+        cpu_isa = choose_cpu_isa()
         model = Model(find_model(args.model))
-    except AppError as exc:
+    except (AppError, CpuIsaError) as exc:
         sys.exit(f"error: {exc}")
     print(f"model {model.path} ({model.model_name}, {model.dataset}, {len(model.classes)} "
           f"classes, input {model.channels}x{model.size[1]}x{model.size[0]}), MindSpore "
-          f"{ms.__version__}, gradio {gr.__version__}; serving on http://{args.host}:{args.port}",
-          flush=True)
+          f"{ms.__version__} (oneDNN ISA: {cpu_isa.summary()}), gradio {gr.__version__}; "
+          f"serving on http://{args.host}:{args.port}", flush=True)
     app = build_app(model, args.top_k, args.max_pixels)
     app.queue(max_size=64).launch(server_name=args.host, server_port=args.port,
                                   show_error=True, max_file_size=DEFAULT_MAX_FILE_SIZE,

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Callable
 
 from ms_resnet.config import CommandParser
+from ms_resnet.cpu_isa import CpuIsaError
 from ms_resnet.errors import TrainingInterrupted, UserError
 
 
@@ -105,7 +106,7 @@ def run(command: str, argv: Sequence[str]) -> int:
     """Run one subcommand; return the process exit code."""
     try:
         COMMANDS[command][0](argv)
-    except UserError as exc:
+    except (UserError, CpuIsaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except TrainingInterrupted as exc:

@@ -14,6 +14,7 @@ import numpy as np
 from mindspore import nn
 
 from ms_resnet.checkpoint import config_for_checkpoint, load_weights
+from ms_resnet.cpu_isa import choose_cpu_isa
 from ms_resnet.data import get_dataset_info
 from ms_resnet.errors import CheckpointError, UserError
 
@@ -74,6 +75,7 @@ def from_mindir(path: Path) -> Classifier:
     if not meta_path.is_file():
         raise CheckpointError(f"{path}: {meta_path.name} (written by export.py) must be beside "
                               "it: it holds the class names and normalisation")
+    choose_cpu_isa(ms.get_context("device_target"))
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         graph = nn.GraphCell(ms.load(str(path)))

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import mindspore as ms
 import mindspore.dataset as ds
@@ -29,6 +30,7 @@ from ms_resnet.config import (
     parse_config_args,
     save_config,
 )
+from ms_resnet.cpu_isa import CpuIsaChoice, choose_cpu_isa
 from ms_resnet.data import get_dataset_info
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.ema import WeightAverage
@@ -54,9 +56,16 @@ class EvalNet(nn.Cell):
         return self.loss(logits, label), logits, label
 
 
-def set_up_context(config: Config) -> tuple[int, int]:
-    """Execution mode, device, every random seed (same seed => same metrics) and, under
-    --distribute, the data-parallel group. Returns (rank, number of workers)."""
+class RunContext(NamedTuple):
+    rank: int
+    workers: int
+    cpu_isa: CpuIsaChoice
+
+
+def set_up_context(config: Config) -> RunContext:
+    """oneDNN's CPU ISA (before any kernel runs), execution mode, device, every random seed
+    (same seed => same metrics) and, under --distribute, the data-parallel group."""
+    cpu_isa = choose_cpu_isa(config.device_target)
     mode = ms.GRAPH_MODE if config.mode == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
     ms.set_device(config.device_target)
@@ -64,7 +73,7 @@ def set_up_context(config: Config) -> tuple[int, int]:
     ms.set_seed(config.seed)
     ds.config.set_seed(config.seed)
     if not config.distribute:
-        return 0, 1
+        return RunContext(0, 1, cpu_isa)
     from mindspore.communication import get_group_size, get_rank, init
 
     try:
@@ -75,7 +84,7 @@ def set_up_context(config: Config) -> tuple[int, int]:
                         f"{str(exc).strip().splitlines()[0]}") from None
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,
                                  gradients_mean=True, device_num=get_group_size())
-    return get_rank(), get_group_size()
+    return RunContext(get_rank(), get_group_size(), cpu_isa)
 
 
 def parameter_digest(net: nn.Cell) -> str:
@@ -151,7 +160,7 @@ def _resumed_metrics(ckpt_dir: Path, state: dict, header: dict) -> dict:
 def run_training(config: Config, resume: Path | None = None, overwrite: bool = False) -> dict:
     """Train with `config` (continuing from the last.ckpt `resume`); return the metrics that
     were written to metrics.json."""
-    rank, workers = set_up_context(config)
+    rank, workers, cpu_isa = set_up_context(config)
     is_main = rank == 0
     ckpt_dir = Path(config.ckpt_dir)
     if is_main:
@@ -186,7 +195,8 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
         training_state = [*model.train_network.get_parameters(), *averager.state_parameters()]
     eval_model = build_eval_model(inference_network(evaluated_net, config))
     header = {"config": config.to_dict(), "mindspore": ms.__version__,
-              "machine": machine_description(), "workers": workers,
+              "machine": machine_description(), "onednn_isa": cpu_isa.summary(),
+              "workers": workers,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     epochs_done, first_step, first_loss_sum = 0, 0, 0.0
     if resume is None:
@@ -223,10 +233,11 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     params = sum(p.size for p in net.trainable_params())
     log = print if is_main else (lambda *args, **kwargs: None)
     scale = f" on {workers} workers" if workers > 1 else ""
+    isa_note = f" (oneDNN ISA: {cpu_isa.summary()})" if config.device_target == "CPU" else ""
     log(f"training {config.model} ({params / 1e6:.2f}M parameters) on {config.dataset}: "
         f"{steps} steps x {config.batch_size * workers} images per epoch{scale}, "
-        f"{config.epochs} epochs, {config.mode} mode on {config.device_target}; "
-        f"output in {ckpt_dir}", flush=True)
+        f"{config.epochs} epochs, {config.mode} mode on {config.device_target}"
+        f"{isa_note}; output in {ckpt_dir}", flush=True)
     started = time.perf_counter()
     stop = StopSignal()
     with stop:

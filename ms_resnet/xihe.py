@@ -6,7 +6,8 @@ and the project's `inference/config.json` names its files ("model_path"), which 
 next to `inference/app.py` before running it. The command writes both halves:
 
     OUT/model/      best.mindir, best.json           -> upload to the model repository
-    OUT/inference/  app.py, requirements.txt,        -> the project's inference/ folder
+    OUT/inference/  app.py, cpu_isa.py,              -> the project's inference/ folder
+                    requirements.txt,
                     config.json (filled in), examples/<dataset>/
 """
 
@@ -22,7 +23,8 @@ from ms_resnet.config import CommandParser
 from ms_resnet.errors import UserError
 
 INFERENCE_DIR = Path(__file__).resolve().parents[1] / "inference"
-APP_FILES = ("app.py", "requirements.txt")
+# cpu_isa.py is the package's own module (a symlink in inference/), copied as a real file.
+APP_FILES = ("app.py", "cpu_isa.py", "requirements.txt")
 MODEL_FILES = ("best.mindir", "best.json")
 PLACEHOLDER_OWNER = "YOUR_XIHE_NAME"
 _REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -124,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"XiHe files written to {out}:\n"
           f"  {out / 'model'}/      {MODEL_FILES[0]} ({size:.1f} MB), {MODEL_FILES[1]}"
           f"  -> the model repository {repo}\n"
-          f"  {out / 'inference'}/  app.py, requirements.txt, config.json, "
+          f"  {out / 'inference'}/  app.py, cpu_isa.py, requirements.txt, config.json, "
           f"{len(examples)} example images  -> the project's inference/ folder\n"
           f"config.json: {json.dumps(config)}")
     if not args.repo:

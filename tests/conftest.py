@@ -24,6 +24,15 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.pop("MS_RESNET_DATA", None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cpu_isa(_private_cache: None) -> None:
+    """The tests run MindSpore kernels in this process too: choose oneDNN's ISA before the
+    first one, as every entry point does (the subprocesses inherit the choice)."""
+    from ms_resnet.cpu_isa import choose_cpu_isa
+
+    choose_cpu_isa()
+
+
 @pytest.fixture(scope="session")
 def mnist_small() -> Path:
     """Real MNIST: first 2,000 training and first 1,000 test images (IDX .gz)."""

@@ -269,15 +269,22 @@ def test_app_without_its_model_files_says_which_file_is_missing(tmp_path: Path) 
     assert "config.json's model_path" in last
 
 
-def test_app_py_keeps_to_python_3_9_and_needs_no_ms_resnet() -> None:
-    source = (INFERENCE / "app.py").read_text(encoding="utf-8")
-    tree = ast.parse(source, feature_version=(3, 9))
+def _third_party_imports(path: Path) -> set[str]:
+    """Top-level modules `path` imports beyond the standard library, parsed as Python 3.9."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 9))
     imported = {alias.name.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
-    third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
-    assert third_party == {"gradio", "mindspore", "numpy", "PIL"}
+    return imported - set(sys.stdlib_module_names) - {"__future__"}
+
+
+def test_app_py_keeps_to_python_3_9_and_needs_no_ms_resnet() -> None:
+    assert _third_party_imports(INFERENCE / "app.py") == {"gradio", "mindspore", "numpy", "PIL",
+                                                          "cpu_isa"}
+    # The app's oneDNN ISA rule is the package's own module, not a copy that could drift.
+    assert (INFERENCE / "cpu_isa.py").resolve() == ROOT / "ms_resnet" / "cpu_isa.py"
+    assert _third_party_imports(INFERENCE / "cpu_isa.py") == set()
     requirements = (INFERENCE / "requirements.txt").read_text(encoding="utf-8")
     import gradio
 
@@ -291,7 +298,8 @@ def test_xihe_pack_writes_the_model_files_and_the_app(mnist_run: dict, tmp_path:
     assert result.returncode == 0, result.stderr
     for name in ("best.mindir", "best.json"):
         assert (out / "model" / name).read_bytes() == (mnist_run["dir"] / name).read_bytes()
-    for name in ("app.py", "requirements.txt"):
+    for name in ("app.py", "cpu_isa.py", "requirements.txt"):
+        assert not (out / "inference" / name).is_symlink()
         assert (out / "inference" / name).read_bytes() == (INFERENCE / name).read_bytes()
     config = json.loads((out / "inference" / "config.json").read_text(encoding="utf-8"))
     assert config == {"model_path": ["alice/resnet20_mnist/best.mindir",

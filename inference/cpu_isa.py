@@ -1,0 +1,1 @@
+../ms_resnet/cpu_isa.py
