@@ -8,10 +8,12 @@ batching - iterated with
 `create_tuple_iterator(output_numpy=True)`, nothing else running. The first --warmup batches
 (reader start-up, e.g. parsing the whole .mat or IDX file) are not timed.
 
-Data: MNIST and Fashion-MNIST from their real files (/work/shared/datasets; Fashion-MNIST
-falls back to the MNIST files if absent: same format and size); KMNIST, CIFAR-10, SVHN and
-STL-10 from format-exact files written by tests/fakedata.py into a temporary folder (the reader
-and transforms do the same work on them; only the pixel values differ).
+Data: MNIST and Fashion-MNIST from their real files in DATA/mnist/ and DATA/fashion_mnist/,
+DATA being --data_dir, else $MS_RESNET_DATA, else ./data (each folder found as train.py finds
+it). Fashion-MNIST falls back to the MNIST files if absent (same format and size), and both to
+the 2,000 real images of tests/data/mnist_small. KMNIST, CIFAR-10, SVHN and STL-10 from
+format-exact files written by tests/fakedata.py into a temporary folder (the reader and
+transforms do the same work on them; only the pixel values differ).
 
 "headroom" = pipeline images/s / training images/s of the config's model and input. Training
 rates come from --train_rate (a JSON file or string: {"resnet20:1x28": 150.0, ...}, or the
@@ -19,8 +21,8 @@ rates come from --train_rate (a JSON file or string: {"resnet20:1x28": 150.0, ..
 benchmarks/RESULTS.md. Headroom well above 1 means the pipeline is not what limits training -
 but note that during training the pipeline shares the CPU cores with the network.
 
-    python benchmarks/pipeline_throughput.py
-    python benchmarks/pipeline_throughput.py --train_rate train.json --reps 5
+    MS_RESNET_DATA=../shared/datasets python benchmarks/pipeline_throughput.py
+    python benchmarks/pipeline_throughput.py --data_dir ~/datasets --train_rate train.json --reps 5
     python benchmarks/pipeline_throughput.py --quick     # smoke run, not a measurement
 """
 
@@ -35,10 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from specs import warn_if_busy
+from specs import has_idx, resolve_data_dir, warn_if_busy
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path("/work/shared/datasets")
 # MindSpore medians of train_throughput.py on the 2-core build machine (benchmarks/RESULTS.md,
 # session 3); they stand in until train_throughput.py has been run on the machine at hand.
 DEFAULT_TRAIN_RATE = {"resnet20:1x28": 200.4, "resnet20:3x32": 159.3, "fast_resnet8:1x28": 825.7,
@@ -48,21 +49,19 @@ DEFAULT_SOURCE = "benchmarks/RESULTS.md, session 3 (2-core build machine)"
 REAL = {"mnist": ("mnist",), "fashion_mnist": ("fashion_mnist", "mnist")}
 
 
-def _has_idx(folder: Path) -> bool:
-    return all((folder / f"{name}.gz").is_file() or (folder / name).is_file()
-               for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"))
-
-
-def data_dir_for(dataset: str, work: Path, quick: bool, shared: Path) -> tuple[Path, str]:
-    """Folder to read `dataset` from, and where its files came from."""
+def data_dir_for(dataset: str, work: Path, quick: bool, root: Path | None) -> tuple[Path, str]:
+    """Folder to read `dataset` from, and where its files came from. The real files are looked
+    for in `root`/<name>, or without `root` where train.py looks: $MS_RESNET_DATA/<name>, else
+    ./data/<name>."""
     sys.path.insert(0, str(ROOT))
     from tests import fakedata
 
     if dataset in REAL:
         for name in REAL[dataset]:
-            if _has_idx(shared / name):
+            folder = resolve_data_dir(name, root / name if root else None)
+            if has_idx(folder):
                 note = "real files" if name == dataset else f"real {name} files (stand-in)"
-                return shared / name, note
+                return folder, note
         folder = ROOT / "tests" / "data" / "mnist_small"
         return folder, "tests/data/mnist_small (2,000 real MNIST images)"
     folder = work / dataset
@@ -137,8 +136,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="training images/s per MODEL:CxS, as a file or a JSON string "
                         "(train_throughput.py --json output works); default: "
                         f"{DEFAULT_TRAIN_RATE} ({DEFAULT_SOURCE})")
-    parser.add_argument("--shared", default=str(SHARED),
-                        help="folder holding the real mnist/ and fashion_mnist/ files")
+    parser.add_argument("--data_dir", type=Path,
+                        help="folder holding the real mnist/ and fashion_mnist/ folders, like "
+                        "$MS_RESNET_DATA (default: %(default)s, that is $MS_RESNET_DATA, else "
+                        "./data)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 warm-up + 3 timed batches, 1 repetition, small "
                         "generated files")
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         for path in configs:
             config = build_config(path)
             info = get_dataset_info(config.dataset)
-            folder, origin = data_dir_for(config.dataset, work, args.quick, Path(args.shared))
+            folder, origin = data_dir_for(config.dataset, work, args.quick, args.data_dir)
             values = []
             for _ in range(args.reps):
                 rate, timed = measure(config.dataset, folder, config.batch_size,

@@ -1,5 +1,5 @@
 """What the benchmark scripts share: model specs "MODEL:CxS" (e.g. "resnet20:1x28"), argument
-checks, the CPU name and the idle check.
+checks, finding the MNIST files, the CPU name and the idle check.
 
 Kept free of torch and mindspore so that each framework's worker process imports only its own
 framework (peak RSS is measured per framework).
@@ -9,8 +9,46 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def has_idx_file(folder: Path, name: str) -> bool:
+    return (folder / f"{name}.gz").is_file() or (folder / name).is_file()
+
+
+def has_idx(folder: Path, splits: Sequence[str] = ("train",)) -> bool:
+    """Whether `folder` holds the IDX image and label files of `splits` (.gz or raw)."""
+    return all(has_idx_file(folder, name) for split in splits for name in IDX_FILES[split])
+
+
+def resolve_data_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The project's rule, `ms_resnet.data.prepare.resolve_data_dir`: `data_dir` if given, else
+    `$MS_RESNET_DATA/<dataset>`, else `./data/<dataset>` (a light import: no mindspore)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from ms_resnet.data.prepare import resolve_data_dir as resolve
+
+    return resolve(dataset, data_dir)
+
+
+def find_mnist(data_dir: str | os.PathLike | None, splits: Sequence[str]) -> Path:
+    """The MNIST folder as `train.py --data_dir` finds it: `data_dir` if given, else
+    `$MS_RESNET_DATA/mnist`, else `./data/mnist`; made absolute, as the scripts run their
+    workers from the repository root. Stops with one error line when its files are missing."""
+    folder = resolve_data_dir("mnist", data_dir).absolute()
+    missing = [f"{name}(.gz)" for split in splits for name in IDX_FILES[split]
+               if not has_idx_file(folder, name)]
+    if missing:
+        sys.exit(f"error: MNIST files not found in {folder}: {', '.join(missing)}; pass "
+                 "--data_dir (the MNIST folder) or set MS_RESNET_DATA (the folder holding mnist/)")
+    return folder
 
 
 def cpu_name() -> str:

@@ -8,17 +8,18 @@
     default         ms_resnet's default MNIST config: train.py --config configs/mnist.yaml
 
 Every run trains on the full real MNIST training split and evaluates the full test split after
-each epoch. The clock counts training only; evaluation time is reported beside it. Each run
-writes a metrics.json (the same format train.py writes) to OUT/<run>/, and the report - the
-table and docs/images/time_to_accuracy.png - is built from those files only, so every figure
-is traceable to a committed file.
+each epoch. The MNIST folder is found as train.py finds it: --data_dir, else
+$MS_RESNET_DATA/mnist, else ./data/mnist. The clock counts training only; evaluation time is
+reported beside it. Each run writes a metrics.json (the same format train.py writes) to
+OUT/<run>/, and the report - the table and docs/images/time_to_accuracy.png - is built from
+those files only, so every figure is traceable to a committed file.
 
 A run stopped early with --epochs (e.g. the slow tutorial recipes) is extrapolated: its
 remaining epochs are costed at the median measured epoch time, and the table marks those
 figures with "~" and "(extrapolated)".
 
-    python benchmarks/time_to_accuracy.py                          # all three, full epochs
-    python benchmarks/time_to_accuracy.py --runs tutorial_torch --epochs 1
+    MS_RESNET_DATA=../shared/datasets python benchmarks/time_to_accuracy.py  # all three, in full
+    python benchmarks/time_to_accuracy.py --data_dir ~/mnist --runs tutorial_torch --epochs 1
     python benchmarks/time_to_accuracy.py --report                 # table + plot from OUT
 """
 
@@ -34,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from specs import cpu_name, warn_if_busy
+from specs import cpu_name, find_mnist, warn_if_busy
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("tutorial_torch", "tutorial_ms", "default")
@@ -44,7 +45,6 @@ LABELS = {"tutorial_torch": "tutorial recipe, PyTorch", "tutorial_ms": "tutorial
           "default": "ms_resnet default (configs/mnist.yaml)"}
 THRESHOLDS = (0.985, 0.99, 0.993, 0.995)
 TUTORIAL_EPOCHS = 4
-DEFAULT_DATA = Path(os.environ.get("MS_RESNET_DATA", "/work/shared/datasets")) / "mnist"
 DEFAULT_OUT = ROOT / "results" / "time_to_accuracy"
 PLOT = ROOT / "docs" / "images" / "time_to_accuracy.png"
 
@@ -71,7 +71,8 @@ def load_mnist(data_dir: Path, split: str):
         candidates = [data_dir / name, data_dir / f"{name}.gz"]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
-            raise SystemExit(f"error: {candidates[0]}(.gz) not found; pass --data_dir")
+            raise SystemExit(f"error: {candidates[0]}(.gz) not found; pass --data_dir "
+                             "or set MS_RESNET_DATA")
         found[kind] = read_idx(path)
     images = torch.from_numpy(found["images"].copy()).float().div_(255.0).unsqueeze(1)
     return images, torch.from_numpy(found["labels"].astype("int64"))
@@ -287,8 +288,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="stop each run after this many epochs and extrapolate the rest "
                              "(default: %(default)s, every run's full schedule)")
-    parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA,
-                        help="real MNIST idx files (.gz or raw)")
+    parser.add_argument("--data_dir", type=Path, default=None,
+                        help="the MNIST folder (real IDX files, .gz or raw), as train.py "
+                             "--data_dir (default: %(default)s, that is $MS_RESNET_DATA/mnist, "
+                             "else ./data/mnist)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="where each run's metrics.json goes")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
@@ -299,13 +302,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
     if not args.report:
+        data_dir = find_mnist(args.data_dir, ["train", "test"])  # before any run
         warn_if_busy()
         for run in args.runs:
             if run == "tutorial_torch":
-                run_tutorial_torch(args.out / run, args.data_dir,
-                                   args.epochs or TUTORIAL_EPOCHS, args.threads)
+                run_tutorial_torch(args.out / run, data_dir, args.epochs or TUTORIAL_EPOCHS,
+                                   args.threads)
             else:
-                run_train_py(run, args.out / run, args.data_dir, args.epochs)
+                run_train_py(run, args.out / run, data_dir, args.epochs)
     sys.exit(report(args.out, args.plot))
 
 

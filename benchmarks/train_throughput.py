@@ -3,7 +3,8 @@
 
 MindSpore side: what `ms_resnet.train.run_training` runs - `set_up_context` (GRAPH_MODE on CPU,
 seeds), `create_dataset(dataset, "train", batch_size, augment=True)` on real MNIST files
-for 1x28 inputs and generated CIFAR-10- or STL-10-format files for 3x32 or 3x96 ones,
+for 1x28 inputs (found as train.py finds them: --data_dir, else $MS_RESNET_DATA/mnist, else
+./data/mnist) and generated CIFAR-10- or STL-10-format files for 3x32 or 3x96 ones,
 `build_network`, `CrossEntropyLoss(label_smoothing)`, `Model(net, loss_fn,
 create_optimizer(...))`, a `ProgressBar(enabled=False)` callback and `model.train(...,
 dataset_sink_mode=False)`. A timing callback records every step end; the first `--warmup`
@@ -19,9 +20,9 @@ Every repetition of each framework runs in its own subprocess (this script with 
 the peak RSS is per framework; repetitions are interleaved (ms 1, torch 1, ms 2, ...) and
 medians are reported. Run it on an otherwise idle machine:
 
-    python benchmarks/train_throughput.py                       # all models, 5 repetitions
+    MS_RESNET_DATA=../shared/datasets python benchmarks/train_throughput.py   # all models, 5 reps
     python benchmarks/train_throughput.py --models resnet20:1x28 --reps 3 --json out.json
-    python benchmarks/train_throughput.py --quick               # smoke run, not a measurement
+    python benchmarks/train_throughput.py --quick --data_dir tests/data/mnist_small  # smoke run
     python benchmarks/train_throughput.py --frameworks ms       # MindSpore alone, no torch needed
 """
 
@@ -39,7 +40,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from specs import DATASET_BY_INPUT, cpu_name, parse_benchmark_args, parse_input_spec, warn_if_busy
+from specs import (
+    DATASET_BY_INPUT,
+    cpu_name,
+    find_mnist,
+    parse_benchmark_args,
+    parse_input_spec,
+    warn_if_busy,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The hyper-parameters of both sides (SGD, Nesterov, weight decay 5e-4, label smoothing 0.1,
@@ -51,7 +59,6 @@ QUICK_MODELS = ("resnet20:1x28", "resnet20:3x32")
 # resnet50 is ~10x slower per step than resnet18 at 32 px: it times a third of the steps.
 STEP_SCALE = {"resnet50": 1 / 3}
 RESULT_TAG = "BENCH_RESULT "
-DEFAULT_MNIST = Path("/work/shared/datasets/mnist")
 
 
 def steps_for(name: str, steps: int) -> int:
@@ -96,7 +103,8 @@ def worker_ms(args: argparse.Namespace) -> dict:
     name, channels, size = parse_input_spec(args.model)
     total = args.warmup + steps_for(name, args.steps)
     config = build_config(RECIPE, {
-        "dataset": DATASET_BY_INPUT[channels, size], "model": name, "data_dir": args.data_dir,
+        "dataset": DATASET_BY_INPUT[channels, size], "model": name,
+        "data_dir": args.worker_data_dir,
         "batch_size": args.batch_size, "num_samples": total * args.batch_size, "epochs": 1,
         "augment": True, "export_mindir": False})
 
@@ -195,7 +203,7 @@ def launch(framework: str, spec: str, args: argparse.Namespace, data_dir: Path,
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", framework,
                "--model", spec, "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--batch_size", str(args.batch_size), "--threads", str(args.threads),
-               "--data_dir", str(data_dir)]
+               "--worker_data_dir", str(data_dir)]
     if args.ms_default_threads:
         command.append("--ms_default_threads")
     try:
@@ -219,7 +227,7 @@ def load_average() -> str:
         return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def prepare_data(inputs: set[tuple[int, int]], work: Path, mnist_dir: Path
+def prepare_data(inputs: set[tuple[int, int]], work: Path, mnist_dir: Path | None
                  ) -> dict[tuple[int, int], Path]:
     sys.path.insert(0, str(ROOT))
     from tests.fakedata import make_cifar10_bin, make_stl10_bin
@@ -258,13 +266,14 @@ def drive(args: argparse.Namespace) -> None:
         sys.exit("error: PyTorch is not installed: pip install -e '.[bench]', or time MindSpore "
                  "alone with --frameworks ms")
     specs = [parse_input_spec(s) for s in args.models]
-    mnist_dir = Path(args.mnist_dir)
-    if not (mnist_dir / "train-images-idx3-ubyte.gz").is_file() and \
-            not (mnist_dir / "train-images-idx3-ubyte").is_file():
-        sys.exit(f"error: no MNIST training files in {mnist_dir} (--mnist_dir)")
-    largest = max(args.warmup + steps_for(n, args.steps) for n, _, _ in specs) * args.batch_size
-    if any(c == 1 for _, c, _ in specs) and "mnist_small" in str(mnist_dir) and largest > 2000:
-        sys.exit(f"error: {largest} images per run but tests/data/mnist_small holds 2,000")
+    mnist_dir = None
+    if any(c == 1 for _, c, _ in specs):  # only the 1x28 models read MNIST
+        mnist_dir = find_mnist(args.data_dir, ["train"])
+        args.data_dir = str(mnist_dir)  # --json records the folder read
+        largest = max(args.warmup + steps_for(n, args.steps) for n, c, _ in specs
+                      if c == 1) * args.batch_size
+        if "mnist_small" in str(mnist_dir) and largest > 2000:
+            sys.exit(f"error: {largest} images per run but tests/data/mnist_small holds 2,000")
     print(f"# training throughput: {cpu_name()}, {os.cpu_count()} cores, load average "
           f"{load_average()} at start")
     print(f"# batch {args.batch_size}, {args.warmup} warm-up steps (not timed) + {args.steps} "
@@ -324,7 +333,8 @@ def drive(args: argparse.Namespace) -> None:
         train_rate = {spec: r["ms_images_per_s"] for spec, r in record.items()
                       if r["ms_images_per_s"] is not None}
         Path(args.json).write_text(json.dumps({
-            "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "model")},
+            "settings": {k: v for k, v in vars(args).items()
+                         if k not in ("worker", "model", "worker_data_dir")},
             "train_rate": train_rate, "results": record}, indent=2), encoding="utf-8")
         print(f"# raw results: {args.json}")
 
@@ -359,9 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ms_default_threads", action="store_true",
                         help="leave MindSpore's CPU kernel thread count at its default, as "
                         "train.py does (--threads then applies to PyTorch only)")
-    parser.add_argument("--mnist_dir", default=str(DEFAULT_MNIST if DEFAULT_MNIST.is_dir()
-                                                   else ROOT / "tests/data/mnist_small"),
-                        help="real MNIST files for the 1-channel models")
+    parser.add_argument("--data_dir",
+                        help="the MNIST folder (real IDX files, .gz or raw) the 1x28 models "
+                        "train on, as train.py --data_dir (default: %(default)s, that is "
+                        "$MS_RESNET_DATA/mnist, else ./data/mnist)")
     parser.add_argument("--json", metavar="FILE",
                         help="also write the raw results here (pipeline_throughput.py "
                         "--train_rate reads it)")
@@ -371,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"models {' '.join(QUICK_MODELS)} unless --models is given")
     parser.add_argument("--worker", choices=("ms", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--data_dir", help=argparse.SUPPRESS)
+    parser.add_argument("--worker_data_dir", help=argparse.SUPPRESS)
     return parser
 
 

@@ -61,3 +61,25 @@ def test_report_without_runs_is_one_error_line(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         f"error: no {tmp_path}/<run>/metrics.json found; run the benchmark first"]
+
+
+def test_training_without_mnist_files_is_one_error_line_naming_the_folder(
+        tmp_path: Path, mnist_small: Path) -> None:
+    root = tmp_path / "root"
+    (root / "mnist").mkdir(parents=True)  # $MS_RESNET_DATA/mnist: only the training files
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (root / "mnist" / name).symlink_to(mnist_small / name)
+    env = {"MS_RESNET_DATA": str(root)}
+    test_split = "t10k-images-idx3-ubyte(.gz), t10k-labels-idx1-ubyte(.gz)"
+    everything = f"train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), {test_split}"
+    for extra, folder, missing in (
+            ((), root / "mnist", test_split),  # it needs the test split too
+            (("--data_dir", str(tmp_path / "elsewhere")), tmp_path / "elsewhere", everything)):
+        result = run_command(SCRIPT, "--runs", "default", "--epochs", "1",
+                             "--out", str(tmp_path / "out"), *extra, env=env)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"error: MNIST files not found in {folder}: {missing}; ")
+        assert "train.py" not in result.stdout  # stopped before any run
+        assert not (tmp_path / "out").exists()
