@@ -87,6 +87,11 @@ def _timed_rate(ends: list[float], warmup: int, batch_size: int) -> float:
     return timed * batch_size / (ends[-1] - ends[warmup - 1])
 
 
+def _cores_used(ends: list[float], cpu: list[float], warmup: int) -> float:
+    """CPU time of the whole process (every thread) over wall time in the timed steps."""
+    return (cpu[-1] - cpu[warmup - 1]) / (ends[-1] - ends[warmup - 1])
+
+
 # ---------------------------------------------------------------- workers (one per subprocess)
 
 def worker_ms(args: argparse.Namespace) -> dict:
@@ -111,13 +116,14 @@ def worker_ms(args: argparse.Namespace) -> dict:
     class StepTimer(Callback):
         def __init__(self) -> None:
             super().__init__()
-            self.begin, self.ends = 0.0, []
+            self.begin, self.ends, self.cpu = 0.0, [], []
 
         def on_train_begin(self, run_context) -> None:
             self.begin = time.perf_counter()
 
         def on_train_step_end(self, run_context) -> None:
             self.ends.append(time.perf_counter())
+            self.cpu.append(time.process_time())
 
     # As run_training, from here on.
     set_up_context(config)
@@ -137,6 +143,7 @@ def worker_ms(args: argparse.Namespace) -> dict:
     if len(timer.ends) != total:
         raise RuntimeError(f"expected {total} steps, got {len(timer.ends)}")
     return {"images_per_s": _timed_rate(timer.ends, args.warmup, args.batch_size),
+            "cores_used": _cores_used(timer.ends, timer.cpu, args.warmup),
             "first_step_s": timer.ends[0] - timer.begin,
             "params": int(sum(p.size for p in net.trainable_params())),
             "threads": "default" if args.ms_default_threads else args.threads,
@@ -173,7 +180,7 @@ def worker_torch(args: argparse.Namespace) -> dict:
     loader = DataLoader(TensorDataset(images, labels), batch_size=args.batch_size, shuffle=True,
                         drop_last=True)
     model.train()
-    begin, ends, loss_sum = time.perf_counter(), [], 0.0
+    begin, ends, cpu, loss_sum = time.perf_counter(), [], [], 0.0
     for x, y in loader:
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
@@ -182,9 +189,11 @@ def worker_torch(args: argparse.Namespace) -> dict:
         schedule.step()
         loss_sum += loss.item()  # as ProgressBar reads the loss every step
         ends.append(time.perf_counter())
+        cpu.append(time.process_time())
     if "mindspore" in sys.modules:  # it would inflate this side's RSS and thread count
         raise RuntimeError("the PyTorch worker imported mindspore")
     return {"images_per_s": _timed_rate(ends, args.warmup, args.batch_size),
+            "cores_used": _cores_used(ends, cpu, args.warmup),
             "first_step_s": ends[0] - begin, "params": count_params(model),
             "threads": torch.get_num_threads(), "version": torch.__version__,
             "loss": loss_sum / len(ends)}
@@ -311,21 +320,24 @@ def drive(args: argparse.Namespace) -> None:
             ratio = ms_rate / torch_rate if ms_rate and torch_rate else None
             compile_s = _median([r["first_step_s"] for r in runs["ms"]])
             ms_rss, torch_rss = (_median([r["peak_rss_mb"] for r in runs[f]]) for f in runs)
+            ms_cores, torch_cores = (_median([r["cores_used"] for r in runs[f]]) for f in runs)
             count = params[args.frameworks[0]]
             rows.append(f"| {name} | {channels}x{_size(spec)} | {count / 1e6:.2f}M | "
                         f"{steps_for(name, args.steps)} | {fmt_rate(rates['ms'])} | "
                         f"{fmt_rate(rates['torch'])} | {_fmt(ratio, '.2f')} | "
                         f"{_fmt(compile_s, '.1f')} | {_fmt(ms_rss, '.0f')} | "
-                        f"{_fmt(torch_rss, '.0f')} |")
+                        f"{_fmt(torch_rss, '.0f')} | {_fmt(ms_cores, '.2f')} / "
+                        f"{_fmt(torch_cores, '.2f')} |")
             record[spec] = {"ms_images_per_s": ms_rate, "torch_images_per_s": torch_rate,
                             "ratio_ms_torch": ratio, "ms_first_step_s": compile_s,
                             "ms_peak_rss_mb": ms_rss, "torch_peak_rss_mb": torch_rss,
+                            "ms_cores_used": ms_cores, "torch_cores_used": torch_cores,
                             "params": count, "runs": runs}
             print(f"# {spec}: done", file=sys.stderr, flush=True)
     print("| model | input | params (equal) | timed steps | MindSpore img/s | PyTorch img/s | "
           "ms/torch | MindSpore first step (compile) s | MindSpore peak RSS MB | "
-          "PyTorch peak RSS MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "PyTorch peak RSS MB | cores used (CPU / wall time), ms / torch |")
+    print("|" + " --- |" * 11)
     for row in rows:
         print(row)
     print(f"# load average at end: {load_average()}")
