@@ -26,7 +26,8 @@ from tests.conftest import ROOT, run_command
 INFERENCE = ROOT / "inference"
 EXAMPLES = INFERENCE / "examples" / "mnist"
 SEVEN = EXAMPLES / "mnist_test_00_label_7.png"  # the first MNIST test image
-CHROMIUM = "/usr/bin/chromium"
+# The system's Chromium (Debian's package; Ubuntu's is chromium-browser): never downloaded.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 SCREENSHOT = ROOT / "docs" / "images" / "xihe_app.png"
 START_TIMEOUT = 90
 LOCAL = "127.0.0.1"
@@ -196,6 +197,8 @@ def test_real_browser_uploads_a_digit_and_reads_the_label(xihe_app: dict,
                                                           tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    assert Path(CHROMIUM).is_file(), "this test drives the system's Chromium, which is missing: " \
+        "install it (Debian/Ubuntu: apt-get install chromium), as the README's Quick start says"
     blocked: list[str] = []
 
     def local_only(route) -> None:  # the page may use nothing but the app itself
