@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """What ms_resnet's choice of oneDNN's CPU ISA (ms_resnet/cpu_isa.py) is worth on this machine.
 
-1. Convolution GFLOPS per ISA cap: the probe's 32->32 3x3 convolution on 8x32x28x28, each cap
-   in its own process (ONEDNN_MAX_CPU_ISA=...; "default" = no cap), median of --reps.
+1. Convolution GFLOPS per ISA cap: the probe's 32->32 3x3 convolution on Bx32x28x28 (B =
+   --conv_batch, 128 as in training), each cap in its own process (ONEDNN_MAX_CPU_ISA=...;
+   "default" = no cap), median of --reps.
 2. Each user-facing path under three settings, interleaved, medians of --reps:
    - "auto": no variable set, as a user runs it (the fix: ms_resnet measures and chooses);
    - "AVX2 by hand": ONEDNN_MAX_CPU_ISA=AVX2 set by the user;
@@ -12,7 +13,8 @@
      workers, MindSpore's default threads) through train_throughput.py's MindSpore worker;
    - MindIR (`from_mindir`, as `eval.py --mindir` and `ms-resnet predict`): batch-256 img/s and
      batch-1 latency through infer_throughput.py's MindSpore worker;
-   - `eval.py --mindir` and `ms-resnet predict --mindir`: the real commands, wall time;
+   - `eval.py --mindir` (full MNIST test split) and `ms-resnet predict --mindir` (one image):
+     the real commands, wall time, the median of 3 invocations per repetition;
    - the XiHe app: inference/app.py's start-up steps, then the median time of its `classify`
      (pre-processing + MindIR) on an example image.
    The MindIR has freshly initialised weights: the timing does not depend on them.
@@ -68,10 +70,14 @@ def tagged(done: subprocess.CompletedProcess) -> dict:
     return json.loads(lines[-1][len(RESULT_TAG):])
 
 
-def timed(command: list[str], env: dict, timeout: int) -> float:
-    start = time.perf_counter()
-    run(command, env, timeout)
-    return time.perf_counter() - start
+def timed(command: list[str], env: dict, timeout: int, invocations: int = 3) -> float:
+    """The median wall time of `invocations` runs of `command`."""
+    times = []
+    for _ in range(invocations):
+        start = time.perf_counter()
+        run(command, env, timeout)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 # ---------------------------------------------------------------- workers (one per subprocess)
@@ -114,18 +120,18 @@ def worker_app(mindir: Path, calls: int) -> None:
 
 # ---------------------------------------------------------------- driver
 
-def conv_table(reps: int) -> None:
+def conv_table(reps: int, batch: int) -> None:
     sys.path.insert(0, str(ROOT))
     from ms_resnet.cpu_isa import measure_conv_gflops
 
     os.environ.pop("ONEDNN_MAX_CPU_ISA", None)
     os.environ.pop("DNNL_MAX_CPU_ISA", None)
-    print("\n1. Probe convolution (32->32 3x3, 8x32x28x28), GFLOPS by ONEDNN_MAX_CPU_ISA, "
+    print(f"\n1. Convolution 32->32 3x3 on {batch}x32x28x28, GFLOPS by ONEDNN_MAX_CPU_ISA, "
           f"median of {reps}\n")
     medians = {}
     for isa in ISAS:
         medians[isa or "default (unset)"] = statistics.median(
-            measure_conv_gflops(isa) for _ in range(reps))
+            measure_conv_gflops(isa, batch) for _ in range(reps))
     print("| " + " | ".join(medians) + " |")
     print("|" + " --- |" * len(medians))
     print("| " + " | ".join(f"{v:.1f}" for v in medians.values()) + " |", flush=True)
@@ -166,28 +172,15 @@ def speed_ratio(med: dict, key: str, other: str) -> str:
     return f"{auto / theirs if 'img/s' in key else theirs / auto:.2f}"
 
 
-def drive(args: argparse.Namespace) -> None:
-    mnist = find_mnist(args.data_dir, ("train", "test"))
-    print(f"# {os.cpu_count()}-core {cpu_name()}; {time.strftime('%Y-%m-%d %H:%M')}; "
-          f"{args.reps} interleaved repetitions, medians; MNIST from {mnist}")
-    warn_if_busy()
-    with tempfile.TemporaryDirectory(prefix="ms_resnet_cpu_isa_") as tmp:
-        work = Path(tmp)
-        cache = work / "cache"  # a fresh probe verdict, shared by every "auto" process
-        verdict = run([sys.executable, "-m", "ms_resnet.cpu_isa"], clean_env(cache, {}),
-                      args.timeout).stdout.strip()
-        print(f"# ms_resnet's verdict here (auto): {verdict}")
-        if not args.skip_conv:
-            conv_table(args.reps)
-        mindir = Path(tagged(run([sys.executable, str(Path(__file__).resolve()), "--worker",
-                                  "export", "--out", str(work)], clean_env(cache, {}),
-                                 args.timeout))["mindir"])
-        runs: dict[str, list[dict]] = {name: [] for name in SETTINGS}
-        for rep in range(args.reps):
-            for name, extra in SETTINGS.items():
-                runs[name].append(measure_setting(name, clean_env(cache, extra), args, mindir,
-                                                  mnist))
-                print(f"#   repetition {rep + 1}, {name}: done", file=sys.stderr, flush=True)
+def paths_table(args: argparse.Namespace, work: Path, cache: Path, mnist: Path) -> None:
+    mindir = Path(tagged(run([sys.executable, str(Path(__file__).resolve()), "--worker",
+                              "export", "--out", str(work)], clean_env(cache, {}),
+                             args.timeout))["mindir"])
+    runs: dict[str, list[dict]] = {name: [] for name in SETTINGS}
+    for rep in range(args.reps):
+        for name, extra in SETTINGS.items():
+            runs[name].append(measure_setting(name, clean_env(cache, extra), args, mindir, mnist))
+            print(f"#   repetition {rep + 1}, {name}: done", file=sys.stderr, flush=True)
     med = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
            for name, rs in runs.items()}
     print(f"\n2. User-facing paths ({MODEL}), median of {args.reps}; speed ratios are "
@@ -199,8 +192,24 @@ def drive(args: argparse.Namespace) -> None:
         ratios = [speed_ratio(med, key, other) for other in ("AVX2 by hand", "off")]
         print(f"| {key} | " + " | ".join(cells + ratios) + " |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": runs, "verdict": verdict}, indent=1),
-                                   encoding="utf-8")
+        Path(args.json).write_text(json.dumps({"runs": runs}, indent=1), encoding="utf-8")
+
+
+def drive(args: argparse.Namespace) -> None:
+    mnist = find_mnist(args.data_dir, ("train", "test"))
+    print(f"# {os.cpu_count()}-core {cpu_name()}; {time.strftime('%Y-%m-%d %H:%M')}; "
+          f"{args.reps} interleaved repetitions, medians; MNIST from {mnist}")
+    warn_if_busy()
+    with tempfile.TemporaryDirectory(prefix="ms_resnet_cpu_isa_") as tmp:
+        work = Path(tmp)
+        cache = work / "cache"  # a fresh probe verdict, shared by every "auto" process
+        verdict = run([sys.executable, "-m", "ms_resnet.cpu_isa"], clean_env(cache, {}),
+                      args.timeout).stdout.strip()
+        print(f"# ms_resnet's verdict here (auto): {verdict}", flush=True)
+        if args.only != "paths":
+            conv_table(args.reps, args.conv_batch)
+        if args.only != "conv":
+            paths_table(args, work, cache, mnist)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,7 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--full_off", action="store_true",
                         help="time 'off' with the full step and call counts and run eval.py "
                         "under it too (slow: minutes per repetition)")
-    parser.add_argument("--skip_conv", action="store_true", help="skip the per-ISA table")
+    parser.add_argument("--conv_batch", type=int, default=128,
+                        help="batch of the per-ISA convolution (default: 128)")
+    parser.add_argument("--only", choices=("conv", "paths"),
+                        help="run only the per-ISA table or only the user-facing paths")
     parser.add_argument("--json", metavar="FILE", help="also write every repetition here")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per process")
     parser.add_argument("--worker", choices=("export", "app"), help=argparse.SUPPRESS)
@@ -227,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.reps < 1 or args.steps < 1:
-        build_parser().error("--reps and --steps must be >= 1")
+    if min(args.reps, args.steps, args.conv_batch) < 1:
+        build_parser().error("--reps, --steps and --conv_batch must be >= 1")
     if args.worker == "export":
         worker_export(Path(args.out))
     elif args.worker == "app":

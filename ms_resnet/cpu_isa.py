@@ -40,18 +40,21 @@ CAPPED_ISA = "AVX2"
 REQUIRED_SPEED_UP = 1.5
 PROBE_TIMEOUT_S = 120
 
-# One 32->32 3x3 convolution on 8x32x28x28 (116 MFLOP): 0.1 s on the reference kernel.
+# One 32->32 3x3 convolution on BATCHx32x28x28 (116 MFLOP at batch 8: 0.1 s on the reference
+# kernel); the best of 3 calls after one untimed call.
 _PROBE = r"""
-import time
+import sys
+import timeit
 import mindspore as ms
 import numpy as np
 ms.set_context(mode=ms.PYNATIVE_MODE)
 ms.set_device("CPU")
 conv = ms.nn.Conv2d(32, 32, 3, pad_mode="same", has_bias=False)
-x = ms.Tensor(np.random.default_rng(0).random((8, 32, 28, 28), np.float32))
+batch = int(sys.argv[1])
+x = ms.Tensor(np.random.default_rng(0).random((batch, 32, 28, 28), np.float32))
 conv(x).asnumpy()
-best = min(__import__("timeit").repeat(lambda: conv(x).asnumpy(), number=1, repeat=3))
-print("GFLOPS", 2 * 9 * 32 * 32 * 28 * 28 * 8 / best / 1e9)
+best = min(timeit.repeat(lambda: conv(x).asnumpy(), number=1, repeat=3))
+print("GFLOPS", 2 * 9 * 32 * 32 * 28 * 28 * batch / best / 1e9)
 """
 
 
@@ -114,16 +117,16 @@ def cache_key(flags: set[str]) -> str:
     return f"{_cpu_model()} | flags {flag_digest} | mindspore {_mindspore_version()}"
 
 
-def measure_conv_gflops(isa: str | None) -> float:
+def measure_conv_gflops(isa: str | None, batch: int = 8) -> float:
     """GFLOPS of the probe convolution in a fresh process capped at `isa` (None: no cap)."""
     env = {k: v for k, v in os.environ.items() if k not in (*ONEDNN_VARIABLES, CHOSEN_MARK)}
     if isa:
         env["ONEDNN_MAX_CPU_ISA"] = isa
     env["GLOG_v"] = "3"
     try:
-        done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
-                              text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL,
-                              check=False)
+        done = subprocess.run([sys.executable, "-c", _PROBE, str(batch)], env=env,
+                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"the probe took more than {PROBE_TIMEOUT_S} s") from None
     lines = [line for line in done.stdout.splitlines() if line.startswith("GFLOPS ")]
