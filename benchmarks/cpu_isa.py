@@ -4,7 +4,8 @@
 1. Convolution GFLOPS per ISA cap: the probe's 32->32 3x3 convolution on Bx32x28x28 (B =
    --conv_batch, 128 as in training), each cap in its own process (ONEDNN_MAX_CPU_ISA=...;
    "default" = no cap), median of --reps.
-2. Each user-facing path under three settings, interleaved, medians of --reps:
+2. Each user-facing path under three settings, interleaved (the order rotates from one
+   repetition to the next), medians of --reps:
    - "auto": no variable set, as a user runs it (the fix: ms_resnet measures and chooses);
    - "AVX2 by hand": ONEDNN_MAX_CPU_ISA=AVX2 set by the user;
    - "off": MS_RESNET_CPU_ISA=off, oneDNN's own choice (the behaviour before the fix).
@@ -177,9 +178,12 @@ def paths_table(args: argparse.Namespace, work: Path, cache: Path, mnist: Path) 
                               "export", "--out", str(work)], clean_env(cache, {}),
                              args.timeout))["mindir"])
     runs: dict[str, list[dict]] = {name: [] for name in SETTINGS}
+    names = list(SETTINGS)
     for rep in range(args.reps):
-        for name, extra in SETTINGS.items():
-            runs[name].append(measure_setting(name, clean_env(cache, extra), args, mindir, mnist))
+        # The order rotates, so that no setting always runs first or after the slow one.
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            runs[name].append(measure_setting(name, clean_env(cache, SETTINGS[name]), args,
+                                              mindir, mnist))
             print(f"#   repetition {rep + 1}, {name}: done", file=sys.stderr, flush=True)
     med = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
            for name, rs in runs.items()}
