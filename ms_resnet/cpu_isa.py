@@ -2,8 +2,9 @@
 
 MindSpore 2.10 bundles oneDNN 3.10.1. On an AVX-512 CPU (measured on a 2-core AMD EPYC Zen 5)
 that oneDNN runs every NCHW convolution as `jit_uni_ncsp:conv+ref`, a reference kernel of about
-1 GFLOPS; capped at AVX2 it picks `x64:gemm:jit` at about 90 GFLOPS. Whether Intel's AVX-512
-parts take the same path cannot be told from the CPU's name, so no vendor rule decides: two
+1 GFLOPS; capped at AVX2 it picks `x64:gemm:jit` at 67 GFLOPS (benchmarks/cpu_isa.py). Whether
+Intel's AVX-512 parts take the same path cannot be told from the CPU's name, so no vendor rule
+decides: two
 short subprocesses time one convolution, once with oneDNN's own choice and once capped at AVX2,
 and the cap is applied only where it is clearly faster. A machine where AVX-512 is fast keeps
 it. The verdict is cached per CPU model, CPU flags and MindSpore version (a few seconds, once).
