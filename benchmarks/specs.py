@@ -15,8 +15,10 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+# ms_resnet.data.prepare is a light import (no mindspore): the project's own rules and names.
+from ms_resnet.data.prepare import IDX_NAMES, resolve_data_dir
 
 
 def has_idx_file(folder: Path, name: str) -> bool:
@@ -25,17 +27,7 @@ def has_idx_file(folder: Path, name: str) -> bool:
 
 def has_idx(folder: Path, splits: Sequence[str] = ("train",)) -> bool:
     """Whether `folder` holds the IDX image and label files of `splits` (.gz or raw)."""
-    return all(has_idx_file(folder, name) for split in splits for name in IDX_FILES[split])
-
-
-def resolve_data_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """The project's rule, `ms_resnet.data.prepare.resolve_data_dir`: `data_dir` if given, else
-    `$MS_RESNET_DATA/<dataset>`, else `./data/<dataset>` (a light import: no mindspore)."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from ms_resnet.data.prepare import resolve_data_dir as resolve
-
-    return resolve(dataset, data_dir)
+    return all(has_idx_file(folder, name) for split in splits for name in IDX_NAMES[split])
 
 
 def find_mnist(data_dir: str | os.PathLike | None, splits: Sequence[str]) -> Path:
@@ -43,7 +35,7 @@ def find_mnist(data_dir: str | os.PathLike | None, splits: Sequence[str]) -> Pat
     `$MS_RESNET_DATA/mnist`, else `./data/mnist`; made absolute, as the scripts run their
     workers from the repository root. Stops with one error line when its files are missing."""
     folder = resolve_data_dir("mnist", data_dir).absolute()
-    missing = [f"{name}(.gz)" for split in splits for name in IDX_FILES[split]
+    missing = [f"{name}(.gz)" for split in splits for name in IDX_NAMES[split]
                if not has_idx_file(folder, name)]
     if missing:
         sys.exit(f"error: MNIST files not found in {folder}: {', '.join(missing)}; pass "

@@ -20,7 +20,7 @@ from ms_resnet.data.registry import DatasetInfo
 from ms_resnet.errors import DataError
 
 SPLITS = ("train", "test")
-_IDX_NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+IDX_NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 _CIFAR_RECORD = 1 + 32 * 32 * 3
 _CIFAR_RECORDS_PER_FILE = 10000  # Cifar10Dataset rejects .bin files of any other length
@@ -124,7 +124,7 @@ def _check_idx(path: Path, source: Path, image_size: int) -> int:
 def _prepare_idx(info: DatasetInfo, data_dir: Path, split: str, cache: Path) -> Path:
     stamps = _Stamps(cache)
     counts = []
-    for name in _IDX_NAMES[split]:
+    for name in IDX_NAMES[split]:
         raw, packed = data_dir / name, data_dir / (name + ".gz")
         target = cache / name
         if packed.is_file():
@@ -140,8 +140,8 @@ def _prepare_idx(info: DatasetInfo, data_dir: Path, split: str, cache: Path) -> 
                             f"{_fetch_hint(info, data_dir)}")
         counts.append(_check_idx(target, source, info.image_size))
     if counts[0] != counts[1]:
-        raise DataError(f"{data_dir}: {_IDX_NAMES[split][0]} holds {counts[0]} images but "
-                        f"{_IDX_NAMES[split][1]} holds {counts[1]} labels")
+        raise DataError(f"{data_dir}: {IDX_NAMES[split][0]} holds {counts[0]} images but "
+                        f"{IDX_NAMES[split][1]} holds {counts[1]} labels")
     return cache
 
 
