@@ -38,6 +38,9 @@ from pathlib import Path
 
 from specs import cpu_name, find_mnist, warn_if_busy
 
+# specs puts the repository on sys.path; ms_resnet.cpu_isa needs only the standard library.
+from ms_resnet.cpu_isa import CHOSEN_MARK, ONEDNN_VARIABLES, SWITCH, measure_conv_gflops
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 RESULT_TAG = "BENCH_RESULT "
@@ -51,8 +54,7 @@ EXAMPLE = ROOT / "inference" / "examples" / "mnist" / "mnist_test_00_label_7.png
 
 def clean_env(cache: Path, extra: dict) -> dict:
     """The caller's environment without any ISA variable, plus `extra`."""
-    drop = {"ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MS_RESNET_CPU_ISA",
-            "MS_RESNET_CPU_ISA_CHOSEN"}
+    drop = {*ONEDNN_VARIABLES, SWITCH, CHOSEN_MARK}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     return {**env, "MS_RESNET_CACHE": str(cache), "GLOG_v": "3", **extra}
 
@@ -85,7 +87,6 @@ def timed(command: list[str], env: dict, timeout: int, invocations: int = 5) -> 
 
 def worker_export(out: Path) -> None:
     """A fresh fast_resnet8 for MNIST, exported with its sidecar as `ms-resnet export` does."""
-    sys.path.insert(0, str(ROOT))
     from ms_resnet.cpu_isa import choose_cpu_isa
     from ms_resnet.data import get_dataset_info
     from ms_resnet.export import export_model
@@ -122,11 +123,7 @@ def worker_app(mindir: Path, calls: int) -> None:
 # ---------------------------------------------------------------- driver
 
 def conv_table(reps: int, batch: int) -> None:
-    sys.path.insert(0, str(ROOT))
-    from ms_resnet.cpu_isa import measure_conv_gflops
-
-    os.environ.pop("ONEDNN_MAX_CPU_ISA", None)
-    os.environ.pop("DNNL_MAX_CPU_ISA", None)
+    # measure_conv_gflops starts each probe without any ISA variable but the one it sets.
     print(f"\n1. Convolution 32->32 3x3 on {batch}x32x28x28, GFLOPS by ONEDNN_MAX_CPU_ISA, "
           f"median of {reps}\n")
     medians = {}

@@ -76,24 +76,23 @@ class CpuIsaChoice:
         return f"{self.isa or 'oneDNN default'} ({self.reason})"
 
 
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first `field: value` of /proc/cpuinfo (None where there is none, e.g. off Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             return next((line.split(":", 1)[1].strip() for line in cpuinfo
-                         if line.startswith("model name")), platform.processor())
+                         if line.startswith(field)), None)
     except OSError:
-        return platform.processor()
+        return None
+
+
+def cpu_flags() -> set[str]:
+    return set((_cpuinfo("flags") or "").split())
+
+
+def cpu_model() -> str:
+    """E.g. "AMD EPYC"."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def _mindspore_version() -> str:
@@ -115,7 +114,7 @@ def cache_key(flags: set[str]) -> str:
     import hashlib
 
     flag_digest = hashlib.sha1(" ".join(sorted(flags)).encode()).hexdigest()[:12]
-    return f"{_cpu_model()} | flags {flag_digest} | mindspore {_mindspore_version()}"
+    return f"{cpu_model()} | flags {flag_digest} | mindspore {_mindspore_version()}"
 
 
 def measure_conv_gflops(isa: str | None, batch: int = 8) -> float:

@@ -30,7 +30,7 @@ from ms_resnet.config import (
     parse_config_args,
     save_config,
 )
-from ms_resnet.cpu_isa import CpuIsaChoice, choose_cpu_isa
+from ms_resnet.cpu_isa import CpuIsaChoice, choose_cpu_isa, cpu_model
 from ms_resnet.data import get_dataset_info
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.ema import WeightAverage
@@ -117,14 +117,7 @@ def build_eval_model(net: nn.Cell) -> Model:
 
 def machine_description() -> str:
     """E.g. "2-core AMD EPYC (x86_64)": recorded with every run so numbers stay traceable."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            model = next((line.split(":", 1)[1].strip() for line in cpuinfo
-                          if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core {model} ({platform.machine()})"
+    return f"{os.cpu_count()}-core {cpu_model()} ({platform.machine()})"
 
 
 def _prepare_output(ckpt_dir: Path, resuming: bool, overwrite: bool) -> None:
