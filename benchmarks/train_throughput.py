@@ -102,8 +102,9 @@ def worker_ms(args: argparse.Namespace) -> dict:
     from ms_resnet.callbacks import ProgressBar
     from ms_resnet.config import build_config
     from ms_resnet.data.pipeline import create_dataset
+    from ms_resnet.network import build_network
     from ms_resnet.optim import create_optimizer
-    from ms_resnet.train import build_network, set_up_context
+    from ms_resnet.runtime import set_up_context
 
     name, channels, size = parse_input_spec(args.model)
     total = args.warmup + steps_for(name, args.steps)

@@ -17,6 +17,8 @@ from ms_resnet.checkpoint import config_for_checkpoint, load_weights
 from ms_resnet.cpu_isa import choose_cpu_isa
 from ms_resnet.data import get_dataset_info
 from ms_resnet.errors import CheckpointError, UserError
+from ms_resnet.network import build_network, inference_network
+from ms_resnet.runtime import set_up_context
 
 DEFAULT_MAX_PIXELS = 50_000_000
 
@@ -49,8 +51,6 @@ class Classifier:
 
 def from_checkpoint(ckpt: Path, config_path: str | None = None,
                     overrides: dict | None = None) -> Classifier:
-    from ms_resnet.train import build_network, inference_network, set_up_context
-
     # Inference is one process, even for a model trained with --distribute.
     config = config_for_checkpoint(ckpt, config_path, {**(overrides or {}), "distribute": False})
     set_up_context(config)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import mindspore as ms
 import mindspore.dataset as ds
@@ -30,13 +26,12 @@ from ms_resnet.config import (
     parse_config_args,
     save_config,
 )
-from ms_resnet.cpu_isa import CpuIsaChoice, choose_cpu_isa, cpu_model
-from ms_resnet.data import get_dataset_info
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.ema import WeightAverage
 from ms_resnet.errors import UserError
-from ms_resnet.models import FlipAverage, create_model
+from ms_resnet.network import build_network, inference_network
 from ms_resnet.optim import create_optimizer
+from ms_resnet.runtime import machine_description, parameter_digest, set_up_context
 
 DEFAULT_CONFIG = "configs/mnist.yaml"
 # Keys that may differ when resuming: where things are, not what is trained.
@@ -56,68 +51,9 @@ class EvalNet(nn.Cell):
         return self.loss(logits, label), logits, label
 
 
-class RunContext(NamedTuple):
-    rank: int
-    workers: int
-    cpu_isa: CpuIsaChoice
-
-
-def set_up_context(config: Config) -> RunContext:
-    """oneDNN's CPU ISA (before any kernel runs), execution mode, device, every random seed
-    (same seed => same metrics) and, under --distribute, the data-parallel group."""
-    cpu_isa = choose_cpu_isa(config.device_target)
-    mode = ms.GRAPH_MODE if config.mode == "graph" else ms.PYNATIVE_MODE
-    ms.set_context(mode=mode)
-    ms.set_device(config.device_target)
-    # Every rank starts from the same weights only because they share the seed.
-    ms.set_seed(config.seed)
-    ds.config.set_seed(config.seed)
-    if not config.distribute:
-        return RunContext(0, 1, cpu_isa)
-    from mindspore.communication import get_group_size, get_rank, init
-
-    try:
-        init()
-    except RuntimeError as exc:
-        raise UserError("distributed start-up failed (--distribute runs under msrun: "
-                        "bash scripts/run_distribute_train.sh N ...): "
-                        f"{str(exc).strip().splitlines()[0]}") from None
-    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,
-                                 gradients_mean=True, device_num=get_group_size())
-    return RunContext(get_rank(), get_group_size(), cpu_isa)
-
-
-def parameter_digest(net: nn.Cell) -> str:
-    """sha256 of all trainable parameters: equal on every rank of a healthy data-parallel run."""
-    digest = hashlib.sha256()
-    for param in net.trainable_params():
-        digest.update(param.name.encode())
-        digest.update(param.asnumpy().tobytes())
-    return digest.hexdigest()
-
-
-def build_network(config: Config) -> nn.Cell:
-    info = get_dataset_info(config.dataset)
-    kwargs = {"zero_init_residual": config.zero_init_residual}
-    if config.shortcut:
-        kwargs["shortcut"] = config.shortcut
-    return create_model(config.model, num_classes=len(info.classes), in_channels=info.channels,
-                        image_size=info.image_size, **kwargs)
-
-
-def inference_network(net: nn.Cell, config: Config) -> nn.Cell:
-    """The network as it is evaluated and exported: under `eval_flip`, flip-averaged."""
-    return FlipAverage(net) if config.eval_flip else net
-
-
 def build_eval_model(net: nn.Cell) -> Model:
     return Model(net, eval_network=EvalNet(net), eval_indexes=[0, 1, 2],
                  metrics={"accuracy": Accuracy(), "loss": MeanLoss()})
-
-
-def machine_description() -> str:
-    """E.g. "2-core AMD EPYC (x86_64)": recorded with every run so numbers stay traceable."""
-    return f"{os.cpu_count()}-core {cpu_model()} ({platform.machine()})"
 
 
 def _prepare_output(ckpt_dir: Path, resuming: bool, overwrite: bool) -> None:

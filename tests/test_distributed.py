@@ -15,7 +15,7 @@ import pytest
 
 from ms_resnet.checkpoint import read_extras
 from ms_resnet.models import create_model
-from ms_resnet.train import parameter_digest
+from ms_resnet.runtime import parameter_digest
 from tests.conftest import QUICK_MNIST, ROOT, run_command
 
 WORKERS = 2

@@ -1,40 +1,9 @@
-"""Model registry: ``create_model(name, ...)`` builds any registered network by name."""
+"""Model registry and the registered networks: ``create_model(name, ...)`` builds any of them
+by name."""
 
-from collections.abc import Callable
-
-from mindspore import nn
-
-ModelFactory = Callable[..., nn.Cell]
-
-_MODELS: dict[str, ModelFactory] = {}
-
-
-def register_model(fn: ModelFactory) -> ModelFactory:
-    """Decorator: register ``fn`` under its function name."""
-    if fn.__name__ in _MODELS:
-        raise ValueError(f"model '{fn.__name__}' is already registered")
-    _MODELS[fn.__name__] = fn
-    return fn
-
-
-def list_models() -> list[str]:
-    """Sorted names of all registered models."""
-    return sorted(_MODELS)
-
-
-def create_model(
-    name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, **kwargs
-) -> nn.Cell:
-    """Build the registered model ``name``; extra kwargs go to its factory."""
-    if name not in _MODELS:
-        raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(list_models())}")
-    return _MODELS[name](
-        num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs
-    )
-
-
-# Imported last: the submodules decorate their factories with register_model defined above.
+# The factories register themselves when their modules are imported here.
 from .flip import FlipAverage
+from .registry import create_model, list_models, register_model
 from .resnet import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut
 from .tutorial import tutorial_resnet
 

@@ -11,7 +11,7 @@ from typing import Union
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeNormal
 
-from . import register_model
+from .registry import register_model
 
 SHORTCUTS = ("A", "B")
 

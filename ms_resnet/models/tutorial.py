@@ -1,6 +1,6 @@
 """Port of the PyTorch tutorial's small ResNet."""
 
-from . import register_model
+from .registry import register_model
 from .resnet import BasicBlock, ResNet, conv_bn_relu
 
 

@@ -1,0 +1,62 @@
+"""The process a model runs in: oneDNN's CPU ISA, execution mode, device, seeds and, under
+--distribute, the data-parallel group. Training, evaluation, export and inference all start here."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+from typing import NamedTuple
+
+import mindspore as ms
+import mindspore.dataset as ds
+from mindspore import nn
+
+from ms_resnet.config import Config
+from ms_resnet.cpu_isa import CpuIsaChoice, choose_cpu_isa, cpu_model
+from ms_resnet.errors import UserError
+
+
+class RunContext(NamedTuple):
+    rank: int
+    workers: int
+    cpu_isa: CpuIsaChoice
+
+
+def set_up_context(config: Config) -> RunContext:
+    """oneDNN's CPU ISA (before any kernel runs), execution mode, device, every random seed
+    (same seed => same metrics) and, under --distribute, the data-parallel group."""
+    cpu_isa = choose_cpu_isa(config.device_target)
+    mode = ms.GRAPH_MODE if config.mode == "graph" else ms.PYNATIVE_MODE
+    ms.set_context(mode=mode)
+    ms.set_device(config.device_target)
+    # Every rank starts from the same weights only because they share the seed.
+    ms.set_seed(config.seed)
+    ds.config.set_seed(config.seed)
+    if not config.distribute:
+        return RunContext(0, 1, cpu_isa)
+    from mindspore.communication import get_group_size, get_rank, init
+
+    try:
+        init()
+    except RuntimeError as exc:
+        raise UserError("distributed start-up failed (--distribute runs under msrun: "
+                        "bash scripts/run_distribute_train.sh N ...): "
+                        f"{str(exc).strip().splitlines()[0]}") from None
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,
+                                 gradients_mean=True, device_num=get_group_size())
+    return RunContext(get_rank(), get_group_size(), cpu_isa)
+
+
+def parameter_digest(net: nn.Cell) -> str:
+    """sha256 of all trainable parameters: equal on every rank of a healthy data-parallel run."""
+    digest = hashlib.sha256()
+    for param in net.trainable_params():
+        digest.update(param.name.encode())
+        digest.update(param.asnumpy().tobytes())
+    return digest.hexdigest()
+
+
+def machine_description() -> str:
+    """E.g. "2-core AMD EPYC (x86_64)": recorded with every run so numbers stay traceable."""
+    return f"{os.cpu_count()}-core {cpu_model()} ({platform.machine()})"
