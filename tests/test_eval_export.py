@@ -228,9 +228,10 @@ def test_predict_refuses_huge_images_before_decoding(tmp_path: Path) -> None:
         load_image(tmp_path / "big.png", classifier, max_pixels=1_000_000)
 
 
-def test_readme_standalone_inference_snippet_runs(mnist_run: dict, tmp_path: Path) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = readme.split("<!-- standalone-inference -->", 1)[1]
+def test_docs_standalone_inference_snippet_runs(mnist_run: dict, tmp_path: Path) -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text(
+        encoding="utf-8")
+    block = page.split("<!-- standalone-inference -->", 1)[1]
     code = block.split("```python\n", 1)[1].split("```", 1)[0]
     assert len(code.strip().splitlines()) <= 12
     for name in ("best.mindir", "best.json"):

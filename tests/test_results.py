@@ -1,6 +1,12 @@
-"""Every committed run in results/ is quoted in the README Results tables (English and Chinese)
-exactly as its metrics.json says: epochs, best / final test accuracy, training seconds; and the
-time-to-accuracy table is the one `time_to_accuracy.py --report` builds from results/."""
+"""The figures in the docs are the committed runs' figures.
+
+- Every run in results/ is quoted in the table of docs/experiments.md exactly as its
+  metrics.json says: epochs, best / final test accuracy, training seconds.
+- The Results table of README.md and README_CN.md has one row per shipped config; each row that
+  links a run quotes its metrics.json, and that run was trained with the config of its row.
+- The time-to-accuracy table is the one `time_to_accuracy.py --report` builds from results/,
+  and both READMEs quote its verdict.
+"""
 
 import json
 import re
@@ -9,10 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from ms_resnet.config import build_config
 from tests.conftest import ROOT, run_command
 
 RUNS = sorted(path.parent for path in (ROOT / "results").glob("*/metrics.json"))
+EXPERIMENTS = "docs/experiments.md"
 READMES = {"README.md": "## Results", "README_CN.md": "## 结果"}
+CONFIGS = sorted(f"configs/{path.name}" for path in (ROOT / "configs").glob("*.yaml"))
+# What a run may change without being another recipe: where files are, and whether to export.
+PLACE_KEYS = {"data_dir", "ckpt_dir", "export_mindir", "num_parallel_workers"}
 
 
 @cache
@@ -20,38 +31,86 @@ def document_text(document: str) -> str:
     return (ROOT / document).read_text(encoding="utf-8")
 
 
-def results_rows(readme: str) -> list[list[str]]:
-    """Cells of the run rows (config | command | epochs | accuracy | training time | wall time)
-    in the readme's Results section, bold markers removed."""
-    section = document_text(readme).split(READMES[readme], 1)[1].split("\n## ", 1)[0]
+def section(document: str, heading: str) -> str:
+    return document_text(document).split(heading, 1)[1].split("\n## ", 1)[0]
+
+
+def table_rows(text: str) -> list[list[str]]:
     rows = [[cell.strip() for cell in line.replace("**", "").strip("|").split("|")]
-            for line in section.splitlines() if line.startswith("|")]
-    return [row for row in rows if len(row) == 6 and row[2].isdigit()]
+            for line in text.splitlines() if line.startswith("|")]
+    return [row for row in rows if not set(row[0]) <= {"-", " "}][1:]  # no header, separator
+
+
+def accuracies(metrics: dict) -> str:
+    return (f"{100 * metrics['best_accuracy']:.2f}% / "
+            f"{100 * metrics['epochs'][-1]['test_accuracy']:.2f}%")
+
+
+def training_seconds(metrics: dict) -> str:
+    return f"{round(sum(epoch['seconds'] for epoch in metrics['epochs'])):,} s"
 
 
 def test_results_has_runs() -> None:
     assert len(RUNS) >= 3, RUNS
 
 
-@pytest.mark.parametrize("readme", READMES)
 @pytest.mark.parametrize("run", RUNS, ids=lambda path: path.name)
-def test_readme_quotes_each_run_from_its_metrics(run: Path, readme: str) -> None:
+def test_experiments_page_quotes_each_run_from_its_metrics(run: Path) -> None:
+    """Columns: config | command | epochs | best / final accuracy | training time | wall time."""
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    epochs = metrics["epochs"]
-    accuracies = f"{100 * metrics['best_accuracy']:.2f}% / {100 * epochs[-1]['test_accuracy']:.2f}%"
-    rows = [row for row in results_rows(readme) if accuracies in row[3]]
-    assert len(rows) == 1, f"{readme}: {len(rows)} Results rows quote {accuracies} ({run.name})"
+    rows = [row for row in table_rows(section(EXPERIMENTS, "## All runs"))
+            if len(row) == 6 and accuracies(metrics) in row[3]]
+    assert len(rows) == 1, f"{len(rows)} rows quote {accuracies(metrics)} ({run.name})"
     row = rows[0]
-    assert row[2] == str(len(epochs)), f"{readme}: {run.name} ran {len(epochs)} epochs: {row}"
-    training = f"{round(sum(epoch['seconds'] for epoch in epochs)):,} s"
-    assert training in row[4], f"{readme}: {run.name} trained for {training}: {row}"
-    assert f"(results/{run.name}/)" in document_text(readme), \
-        f"{readme} does not link results/{run.name}/"
+    assert row[2] == str(len(metrics["epochs"])), f"{run.name}: {row}"
+    assert training_seconds(metrics) in row[4], f"{run.name}: {row}"
+    assert f"results/{run.name}/)" in document_text(EXPERIMENTS), f"no link to {run.name}"
+
+
+def readme_rows(readme: str) -> dict[str, list[str]]:
+    """The Results table's rows by config file (config | model | accuracy | time | machine |
+    files)."""
+    rows = table_rows(section(readme, READMES[readme]))
+    by_config = {}
+    for row in rows:
+        config = re.search(r"`(configs/\w+\.yaml)`", row[0]).group(1)
+        assert config not in by_config, f"{readme}: two rows for {config}"
+        by_config[config] = row
+    return by_config
+
+
+@pytest.mark.parametrize("readme", READMES)
+def test_readme_results_have_one_row_per_shipped_config(readme: str) -> None:
+    assert sorted(readme_rows(readme)) == CONFIGS
+
+
+@pytest.mark.parametrize("readme", READMES)
+def test_readme_results_quote_the_runs_they_link(readme: str) -> None:
+    linked = 0
+    for config, row in readme_rows(readme).items():
+        link = re.search(r"\((results/[\w/]+)/\)", row[5])
+        if not link:
+            assert "%" not in row[2] + row[3], f"{readme}: {config} quotes a figure without a run"
+            continue
+        linked += 1
+        metrics = json.loads((ROOT / link.group(1) / "metrics.json").read_text(encoding="utf-8"))
+        assert accuracies(metrics) in row[2], f"{readme}: {config}: {row}"
+        assert training_seconds(metrics) in row[3], f"{readme}: {config}: {row}"
+        shipped = build_config(ROOT / config).to_dict()
+        epochs = len(metrics["epochs"])
+        assert str(epochs) in row[3], f"{readme}: {config}: {epochs} epochs: {row}"
+        if epochs != shipped["epochs"]:  # a run stopped early says so
+            assert str(shipped["epochs"]) in row[2], f"{readme}: {config}: {row}"
+        differs = {key for key, value in shipped.items()
+                   if metrics["config"].get(key) != value} - PLACE_KEYS - {"epochs"}
+        assert not differs, f"{readme}: {link.group(1)} was not trained with {config}: {differs}"
+        assert row[4], f"{readme}: {config}: which machine?"
+    assert linked >= 2
 
 
 @pytest.mark.parametrize("folder, documents", [
-    # This machine's runs (AVX-512), quoted in both READMEs and in RESULTS.md.
-    ("time_to_accuracy", ("README.md", "README_CN.md", "benchmarks/RESULTS.md")),
+    # This machine's runs (AVX-512), quoted in docs/speed.md and in RESULTS.md.
+    ("time_to_accuracy", ("docs/speed.md", "benchmarks/RESULTS.md")),
     # The earlier AVX2 machine's runs, kept in RESULTS.md.
     ("time_to_accuracy_avx2", ("benchmarks/RESULTS.md",)),
 ])
@@ -71,3 +130,10 @@ def test_time_to_accuracy_tables_are_rebuilt_from_the_committed_runs(
         missing = [row for row in rows[1:] if row not in document_text(document).splitlines()]
         assert not missing, f"{document} does not quote the report's rows: {missing}"
     assert verdict in document_text("benchmarks/RESULTS.md")
+    if folder == "time_to_accuracy":  # the READMEs' summary: both times and the ratio
+        tutorial, default = re.search(r"final accuracy ~?([\d.]+ s) / .* 99\.5% ~?([\d.]+ s)",
+                                      verdict).groups()
+        for readme, heading in READMES.items():
+            summary = section(readme, heading)
+            for figure in (tutorial, default, f"{ratio}x"):
+                assert figure in summary, f"{readme} Results do not quote {figure} ({verdict})"
