@@ -3,7 +3,7 @@
 The average, not the trained network, is what gets evaluated after each epoch, saved to
 best.ckpt and exported, as with MindCV's `ema`. It averages out the noise of the last steps;
 under a schedule that anneals the learning rate to ~0 little noise is left, and on the 40-epoch
-Fashion-MNIST one-cycle recipe it ended 0.11 points below the trained weights (README, Results).
+Fashion-MNIST one-cycle recipe it ended 0.11 points below the trained weights (docs/experiments.md).
 """
 
 from __future__ import annotations

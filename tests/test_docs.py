@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import re
 import shlex
 from functools import cache
@@ -22,7 +23,8 @@ from ms_resnet.errors import ConfigError
 from tests.conftest import ROOT, run_command
 
 READMES = ("README.md", "README_CN.md")
-DOCUMENTS = READMES + tuple(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")))
+DOCS_PAGES = tuple(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")))
+DOCUMENTS = READMES + DOCS_PAGES + ("benchmarks/README.md", "benchmarks/RESULTS.md")
 # Pages that other branches are writing; the links to them are checked once they exist.
 PENDING_PAGES = {"docs/own_images.md", "docs/degradation.md", "docs/devices.md",
                  "docs/distributed.md"}
@@ -111,8 +113,7 @@ def _check_train(argv: list[str]) -> None:
 
 
 def _check_parser(module: str, argv: list[str]) -> argparse.Namespace:
-    parser = __import__(f"ms_resnet.{module}", fromlist=["build_parser"]).build_parser()
-    return parser.parse_args(argv)
+    return importlib.import_module(f"ms_resnet.{module}").build_parser().parse_args(argv)
 
 
 def _app_options() -> set[str]:
@@ -134,7 +135,11 @@ def check_command(command: str) -> str:
     words = _words(command)
     program, argv = words[0], words[1:]
     if program == "pip":
-        assert argv[:2] == ["install", "-e"] or argv[:2] == ["install", "-r"], command
+        assert argv[:2] == ["install", "-e"], command
+        extra = re.fullmatch(r"\.(?:\[(\w+)\])?", argv[2])
+        assert extra, f"{command}: install what?"
+        if extra.group(1):
+            assert f"\n{extra.group(1)} = [" in text("pyproject.toml"), f"{command}: no extra"
         return "pip"
     if program == "python" and argv[:2] == ["-m", "pytest"]:
         return "pytest"
@@ -202,6 +207,9 @@ def test_both_readmes_show_the_same_commands() -> None:
     ("python train.py --config configs/missing.yaml", "missing.yaml"),
     ("bash scripts/run_train.sh configs/mnist.yaml --epochs -1", "epochs"),
     ("python eval.py --ckpt x.ckpt --nonsense", "nonsense"),
+    ("bash scripts/run_evaluation.sh", "no scripts/run_evaluation.sh"),
+    ('pip install -e ".[tests]"', "no extra"),
+    ("python dist/xihe/inference/app.py --server_port 1", "server_port"),
 ])
 def test_the_command_check_catches_a_wrong_command(command: str, message: str) -> None:
     with pytest.raises((AssertionError, ConfigError), match=message):
@@ -253,7 +261,7 @@ def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path: Pat
 
 def test_every_docs_page_is_linked_from_the_readme() -> None:
     linked = {link.partition("#")[0] for link in relative_links(ROOT / "README.md")}
-    pages = {document for document in DOCUMENTS if document.startswith("docs/")}
+    pages = set(DOCS_PAGES)
     assert not pages - linked, f"README.md links none of {sorted(pages - linked)}"
 
 
