@@ -21,6 +21,7 @@ from ms_resnet.errors import ConfigError
 _NULLS = {"null", "none", "~", ""}
 AMP_LEVELS = ["O0", "O1", "O2", "O3"]
 JIT_LEVELS = ["O0", "O1", "O2"]
+DEVICE_TARGETS = ["CPU", "GPU", "Ascend"]
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -46,7 +47,7 @@ def _dataset_names() -> list[str]:
 @dataclasses.dataclass
 class Config:
     # system
-    device_target: str = _field("CPU", "device to run on", ["CPU", "GPU", "Ascend"])
+    device_target: str = _field("CPU", "device to run on", DEVICE_TARGETS)
     mode: str = _field("graph", "MindSpore execution mode", ["graph", "pynative"])
     seed: int = _field(42, "random seed: the same seed gives the same metrics", low=0)
     num_parallel_workers: int = _field(2, "dataset map workers", low=1)

@@ -50,6 +50,11 @@ def device_id(config: Config) -> int | None:
     MindSpore's choice (0, or under msrun one device per worker)."""
     if config.device_id is not None or config.distribute:
         return config.device_id
+    return environment_device_id()
+
+
+def environment_device_id() -> int | None:
+    """$DEVICE_ID as a number (None when unset)."""
     raw = os.environ.get("DEVICE_ID", "").strip()
     if not raw:
         return None
@@ -59,11 +64,10 @@ def device_id(config: Config) -> int | None:
     return int(raw)
 
 
-def select_device(config: Config) -> None:
+def select_device(target: str, number: int | None = None) -> None:
     """`ms.set_device`, with a missing or unusable device reported as one `DeviceError` line
     (which device, what MindSpore found missing, what to install or pass instead) instead of
     MindSpore's log lines and traceback."""
-    target, number = config.device_target, device_id(config)
     if target == "CPU":
         ms.set_device(target)
         return

@@ -14,7 +14,7 @@ from mindspore import nn
 
 from ms_resnet.config import Config
 from ms_resnet.cpu_isa import CpuIsaChoice, choose_cpu_isa, cpu_model
-from ms_resnet.device import select_device
+from ms_resnet.device import device_id, select_device
 from ms_resnet.errors import UserError
 
 
@@ -31,7 +31,7 @@ def set_up_context(config: Config) -> RunContext:
     cpu_isa = choose_cpu_isa(config.device_target)
     mode = ms.GRAPH_MODE if config.mode == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
-    select_device(config)
+    select_device(config.device_target, device_id(config))
     # Every rank starts from the same weights only because they share the seed.
     ms.set_seed(config.seed)
     ds.config.set_seed(config.seed)
