@@ -6,9 +6,14 @@ module turns the checked keys into MindSpore's own objects."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 
 import mindspore as ms
 from mindspore import log as ms_log
@@ -124,6 +129,24 @@ def model_options(config: Config) -> dict:
     loss_scale_manager is always given: left out, amp O2 would pick a dynamic one of its own,
     which CPU refuses."""
     return {"amp_level": config.amp_level, "loss_scale_manager": loss_scale_manager(config)}
+
+
+@contextlib.contextmanager
+def amp_workspace(config: Config) -> Iterator[None]:
+    """Where `Model` is built: amp O1 (MindSpore's rewrite) writes the network's rewritten
+    source into ./rewritten_network/ and imports it from there, so under O1 that happens in a
+    folder of its own that lasts as long as the process, not in the user's working folder."""
+    if config.amp_level != "O1":
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="ms_resnet_amp_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def apply_jit_level(cell: nn.Cell, config: Config) -> nn.Cell:

@@ -26,7 +26,7 @@ from ms_resnet.config import (
     save_config,
 )
 from ms_resnet.data.pipeline import create_dataset
-from ms_resnet.device import apply_jit_level, device_summary, model_options
+from ms_resnet.device import amp_workspace, apply_jit_level, device_summary, model_options
 from ms_resnet.ema import WeightAverage
 from ms_resnet.errors import UserError
 from ms_resnet.network import (
@@ -116,8 +116,10 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
 
     net = apply_jit_level(build_network(config), config)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    model = Model(net, loss_fn=loss_fn, optimizer=create_optimizer(net, config, steps, workers),
-                  **model_options(config))
+    with amp_workspace(config):
+        model = Model(net, loss_fn=loss_fn,
+                      optimizer=create_optimizer(net, config, steps, workers),
+                      **model_options(config))
     # What is evaluated, saved to best.ckpt (`best_state`) and to last.ckpt (`training_state`).
     evaluated_net, best_state, training_state = net, net, model.train_network
     if config.amp_level != "O0":
