@@ -223,3 +223,19 @@ def test_progress_counts_every_step_of_a_sink() -> None:
     assert bar.step_in_epoch == 8
     bar.on_train_epoch_end(context)
     assert bar.epoch_loss == pytest.approx(0.5)
+
+
+def test_distributed_script_passes_the_device_to_msrun() -> None:
+    """--dry_run prints the msrun command (msrun itself is exercised by test_distributed.py)."""
+    result = run_command("scripts/run_distribute_train.sh", "8",
+                         "configs/cifar10_resnet50_ascend.yaml", "--dry_run", "--epochs", "1",
+                         env={"MASTER_PORT": "8118", "LOCAL_WORKER_NUM": "4", "NODE_RANK": "1"})
+    command = _ok(result).split()
+    assert command[1] == "msrun" and "--dry_run" not in command
+    for option, value in (("--worker_num", "8"), ("--local_worker_num", "4"),
+                          ("--master_port", "8118"), ("--node_rank", "1"),
+                          ("--config", "configs/cifar10_resnet50_ascend.yaml"),
+                          ("--distribute", "true"), ("--epochs", "1")):
+        assert command[command.index(option) + 1] == value
+    assert not (ROOT / "ckpt" / "cifar10_resnet50_ascend").exists()
+
