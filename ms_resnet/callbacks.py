@@ -114,7 +114,10 @@ class ProgressBar(Callback):
 
     def on_train_step_end(self, run_context) -> None:
         params = run_context.original_args()
-        loss = float(np.asarray(params.net_outputs.asnumpy()).reshape(-1)[0])
+        outputs = params.net_outputs
+        if isinstance(outputs, (tuple, list)):  # (loss, overflow, scale) under a dynamic scale
+            outputs = outputs[0]
+        loss = float(np.asarray(outputs.asnumpy()).reshape(-1)[0])
         if not math.isfinite(loss):
             self.bar.close()
             raise TrainingDiverged(f"training loss became {loss} at epoch {params.cur_epoch_num},"

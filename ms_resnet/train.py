@@ -122,15 +122,16 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
                       **model_options(config))
     # What is evaluated, saved to best.ckpt (`best_state`) and to last.ckpt (`training_state`).
     evaluated_net, best_state, training_state = net, net, model.train_network
-    if config.amp_level != "O0":
-        # amp cast `net` to float16 in place; evaluate in float32 as eval.py and the MindIR do,
-        # so best.ckpt's recorded accuracy is the one they reproduce.
-        evaluated_net = best_state = float32_twin(net, config)
     averager = None
     if config.ema_decay:
         averager = WeightAverage(net, build_second_network(config), config.ema_decay)
         evaluated_net, best_state = averager.network, averager.network_entries()
         training_state = [*model.train_network.get_parameters(), *averager.state_parameters()]
+    elif config.amp_level != "O0":
+        # amp cast `net` to float16 in place; evaluate in float32 as eval.py and the MindIR do,
+        # so best.ckpt's recorded accuracy is the one they reproduce. (The average above is a
+        # float32 network already.)
+        evaluated_net = best_state = float32_twin(net, config)
     eval_model = build_eval_model(inference_network(evaluated_net, config))
     apply_jit_level(eval_model.eval_network, config)
     header = {"config": config.to_dict(), "mindspore": ms.__version__,

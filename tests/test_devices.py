@@ -210,16 +210,23 @@ def test_device_id_defaults_to_the_device_id_variable(monkeypatch: pytest.Monkey
         device_id(build_config(None))
 
 
+def _tensor(value: float) -> SimpleNamespace:
+    return SimpleNamespace(asnumpy=lambda: value)
+
+
 def test_progress_counts_every_step_of_a_sink() -> None:
     """Under sink mode on a device one step callback covers a whole sink: the epoch's step
-    count (where Ctrl-C saves last.ckpt) and mean loss must still cover every step."""
+    count (where Ctrl-C saves last.ckpt) and mean loss must still cover every step. Under a
+    dynamic loss scale the training network outputs (loss, overflow, scale)."""
     bar = ProgressBar(32, 1, enabled=False)
     params = SimpleNamespace(batch_num=8, cur_epoch_num=1, cur_step_num=0)
     context = SimpleNamespace(original_args=lambda: params)
     bar.on_train_epoch_begin(context)
-    # One sink of 8 steps; MindSpore reports the loss of its last step.
-    params.cur_step_num, params.net_outputs = 8, SimpleNamespace(asnumpy=lambda: 0.5)
-    bar.on_train_step_end(context)
+    # Two sinks of 4 steps; MindSpore reports the loss of each sink's last step.
+    for step, loss in ((4, 0.75), (8, 0.25)):
+        params.cur_step_num = step
+        params.net_outputs = (_tensor(loss), _tensor(False), _tensor(1024.0))
+        bar.on_train_step_end(context)
     assert bar.step_in_epoch == 8
     bar.on_train_epoch_end(context)
     assert bar.epoch_loss == pytest.approx(0.5)
