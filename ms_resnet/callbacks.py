@@ -98,6 +98,7 @@ class ProgressBar(Callback):
         self.bar: tqdm | None = None
         self.loss_sum, self.steps, self.start = 0.0, 0, 0.0
         self.epoch_loss, self.epoch_seconds = math.nan, math.nan
+        self._last_step_num = 0
 
     @property
     def step_in_epoch(self) -> int:
@@ -106,25 +107,33 @@ class ProgressBar(Callback):
     def on_train_epoch_begin(self, run_context) -> None:
         params = run_context.original_args()
         self.loss_sum, self.steps, self.start = self.first_loss_sum, 0, time.perf_counter()
+        self._last_step_num = params.cur_step_num
         self.bar = tqdm(total=params.batch_num, initial=self.first_step, file=sys.stderr,
                         desc=f"epoch {params.cur_epoch_num}/{self.epochs}", unit="step",
                         dynamic_ncols=True, disable=not self.enabled, mininterval=1.0)
 
     def on_train_step_end(self, run_context) -> None:
         params = run_context.original_args()
-        loss = float(np.asarray(params.net_outputs.asnumpy()).reshape(-1)[0])
+        outputs = params.net_outputs
+        if isinstance(outputs, (tuple, list)):  # (loss, overflow, scale) under a dynamic scale
+            outputs = outputs[0]
+        loss = float(np.asarray(outputs.asnumpy()).reshape(-1)[0])
         if not math.isfinite(loss):
             self.bar.close()
             raise TrainingDiverged(f"training loss became {loss} at epoch {params.cur_epoch_num},"
                                    f" step {self.step_in_epoch + 1}; checkpoints already saved "
                                    "are untouched (try a lower --lr)")
-        self.loss_sum += loss
-        self.steps += 1
+        # Under dataset sink mode on a device one call covers a whole sink (cur_step_num
+        # advances by its steps) and reports the loss of its last step.
+        advanced = max(params.cur_step_num - self._last_step_num, 1)
+        self._last_step_num = params.cur_step_num
+        self.loss_sum += loss * advanced
+        self.steps += advanced
         rate = self.steps * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
         self.bar.set_postfix_str(f"loss {self.loss_sum / self.step_in_epoch:.4f}, "
                                  f"{rate:.0f} img/s",
                                  refresh=False)
-        self.bar.update(1)
+        self.bar.update(advanced)
 
     def on_train_epoch_end(self, run_context) -> None:
         self.epoch_seconds = time.perf_counter() - self.start

@@ -21,7 +21,7 @@ def config_for_checkpoint(ckpt: Path, config_path: str | None,
         if not saved.is_file():
             raise CheckpointError(f"{ckpt}: no config.yaml beside it; pass --config")
         config_path = str(saved)
-    return build_config(config_path, overrides)
+    return build_config(config_path, overrides, training=False)
 
 
 # Scalars saved beside the weights (position and accuracy), see callbacks.EvalCheckpoint.

@@ -12,13 +12,16 @@ import difflib
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from ms_resnet.errors import ConfigError
 
 _NULLS = {"null", "none", "~", ""}
+AMP_LEVELS = ["O0", "O1", "O2", "O3"]
+JIT_LEVELS = ["O0", "O1", "O2"]
+DEVICE_TARGETS = ["CPU", "GPU", "Ascend"]
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -44,12 +47,35 @@ def _dataset_names() -> list[str]:
 @dataclasses.dataclass
 class Config:
     # system
-    device_target: str = _field("CPU", "device to run on", ["CPU", "GPU", "Ascend"])
+    device_target: str = _field("CPU", "device to run on", DEVICE_TARGETS)
     mode: str = _field("graph", "MindSpore execution mode", ["graph", "pynative"])
     seed: int = _field(42, "random seed: the same seed gives the same metrics", low=0)
     num_parallel_workers: int = _field(2, "dataset map workers", low=1)
     distribute: bool = _field(False, "data-parallel training under msrun "
                               "(see scripts/run_distribute_train.sh)")
+    device_id: int | None = _field(None, "device number on this machine (default: $DEVICE_ID, "
+                                   "else 0); under --distribute msrun gives each worker its own",
+                                   low=0)
+    # device (see docs/devices.md)
+    amp_level: str = _field("O0", "mixed precision (mindspore amp): O0 = fp32, O1 = fp16 convs "
+                            "and matmuls, O2 = fp16 except BatchNorm, O3 = all fp16; weights, "
+                            "checkpoints and exports stay fp32", AMP_LEVELS)
+    loss_scale: str = _field("none", "loss scaling of fp16 gradients: fixed = "
+                             "FixedLossScaleManager(drop_overflow_update=False), dynamic = "
+                             "DynamicLossScaleManager (GPU/Ascend only)",
+                             ["none", "fixed", "dynamic"])
+    loss_scale_value: float = _field(1024.0, "the fixed loss scale, or the dynamic one's "
+                                     "starting value", low=1.0)
+    dataset_sink_mode: bool = _field(False, "feed the device through MindSpore's dataset "
+                                     "channel, one sink per epoch (GPU/Ascend; MindSpore trains "
+                                     "without sinking on CPU)")
+    sink_size: int = _field(-1, "steps per sink: -1 = the whole epoch (the only value "
+                            "supported: evaluation and checkpoints happen once per epoch)",
+                            low=-1)
+    jit_level: str | None = _field(None, "graph compilation level (mindspore JitConfig): O0 = "
+                                   "kernel by kernel, O1 = with operator fusion, O2 = whole "
+                                   "graph on the device (Ascend only; deprecated by MindSpore "
+                                   "2.9) (default: MindSpore's choice)", JIT_LEVELS)
     # dataset
     dataset: str = _field("mnist", "dataset name", _dataset_names)
     data_dir: str | None = _field(
@@ -119,7 +145,9 @@ def parse_value(key: str, raw: Any, source: str) -> Any:
     field = FIELDS[key]
     type_name, optional = _base_type(field)
     where = f"{source}: {key}"
-    if raw is None or (isinstance(raw, str) and raw.strip().lower() in _NULLS):
+    # "none" is a value where a key offers it as a choice (loss_scale, lr_scaling), else null.
+    null_word = isinstance(raw, str) and raw.strip().lower() in _NULLS
+    if raw is None or (null_word and raw.strip() not in (_choices(field) or [])):
         if optional:
             return None
         raise ConfigError(f"{where}: a value is required ({type_name})")
@@ -193,8 +221,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(config_path: str | Path | None = None,
-                 overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the YAML file, then overrides (already typed or command-line strings)."""
+                 overrides: dict[str, Any] | None = None, training: bool = True) -> Config:
+    """Defaults, then the YAML file, then overrides (already typed or command-line strings).
+
+    With `training`, combinations of device keys that MindSpore refuses (or that would break
+    training) are refused now, before anything runs; inference only uses the device itself."""
     values: dict[str, Any] = load_yaml(config_path) if config_path else {}
     for key, raw in (overrides or {}).items():
         if key not in FIELDS:
@@ -214,10 +245,40 @@ def build_config(config_path: str | Path | None = None,
     if config.random_erasing and not config.augment:
         raise ConfigError(f"{source('random_erasing')}: random_erasing: {config.random_erasing} "
                           "needs augment: true; expected 0.0 without augmentation")
+    if training:
+        _check_device_keys(config, source)
     if config.ckpt_dir is None:
         name = Path(config_path).stem if config_path else config.dataset
         config.ckpt_dir = str(Path("ckpt") / name)
     return config
+
+
+def _check_device_keys(config: Config, source: Callable[[str], str]) -> None:
+    """Refuse, as one line naming the keys and what is allowed, the device combinations that
+    MindSpore refuses or that break a part of training (measured on CPU, see docs/devices.md)."""
+    device = config.device_target
+    if config.loss_scale == "dynamic" and device == "CPU":
+        raise ConfigError(f"{source('loss_scale')}: loss_scale: dynamic is refused by MindSpore "
+                          "on device_target CPU; expected none or fixed there")
+    if config.jit_level == "O2" and device != "Ascend":
+        raise ConfigError(f"{source('jit_level')}: jit_level: O2 (whole graph on the device) "
+                          f"exists only on device_target Ascend; expected O0 or O1 on {device}")
+    if config.jit_level and config.mode != "graph":
+        raise ConfigError(f"{source('jit_level')}: jit_level applies to mode: graph only; "
+                          f"expected no jit_level with mode: {config.mode}")
+    if config.sink_size != -1:
+        raise ConfigError(f"{source('sink_size')}: sink_size: {config.sink_size} is not "
+                          "supported; expected -1 (one sink per epoch, as ModelZoo and MindCV): "
+                          "with sink_size > 0 MindSpore counts each sink as an epoch, and "
+                          "evaluation and checkpoints happen once per epoch")
+    if config.ema_decay and config.dataset_sink_mode and device != "CPU":
+        raise ConfigError(f"{source('ema_decay')}: ema_decay: {config.ema_decay} needs an "
+                          f"update after every step, which dataset_sink_mode on {device} does "
+                          "not give (one callback per epoch); expected ema_decay: 0 or "
+                          "dataset_sink_mode: false")
+    if config.device_id is not None and config.distribute:
+        raise ConfigError(f"{source('device_id')}: device_id: under distribute msrun gives "
+                          "each worker its own device; expected no device_id")
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -11,7 +11,7 @@ import numpy as np
 
 from ms_resnet.config import CommandParser
 from ms_resnet.data.pipeline import create_dataset
-from ms_resnet.inference import Classifier, load_classifier
+from ms_resnet.inference import Classifier, add_device_argument, load_classifier
 
 
 def run_test_split(classifier: Classifier, data, keep_images: int = 0
@@ -70,12 +70,14 @@ def build_parser() -> CommandParser:
     parser.add_argument("--show", action="store_true",
                         help="also open the prediction grid in a window when a display exists "
                         "(one window, never one per image)")
+    add_device_argument(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    classifier = load_classifier(args.ckpt, args.mindir, args.config)
+    classifier = load_classifier(args.ckpt, args.mindir, args.config,
+                                 device_target=args.device_target)
     data_dir = args.data_dir or (classifier.config.data_dir if classifier.config else None)
     data = create_dataset(classifier.dataset, "test", args.batch_size, data_dir=data_dir,
                           num_samples=args.num_samples)

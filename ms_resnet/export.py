@@ -13,7 +13,14 @@ import numpy as np
 from ms_resnet.config import CommandParser
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.errors import DataError, UserError
-from ms_resnet.inference import Classifier, from_checkpoint, from_mindir, sidecar_path
+from ms_resnet.inference import (
+    Classifier,
+    add_device_argument,
+    device_overrides,
+    from_checkpoint,
+    from_mindir,
+    sidecar_path,
+)
 
 _SUFFIX = {"MINDIR": ".mindir", "ONNX": ".onnx"}
 PARITY_TOLERANCE = 1e-4
@@ -41,6 +48,7 @@ def build_parser() -> CommandParser:
                         "(default: as in training)")
     parser.add_argument("--parity_samples", type=int, default=256,
                         help="test images used for the parity check (0: skip it)")
+    add_device_argument(parser)
     return parser
 
 
@@ -84,9 +92,10 @@ def check_parity(reference: Classifier, exported: Classifier, images: np.ndarray
 
 def export_checkpoint(ckpt: Path, config_path: str | None = None, file_name: str | None = None,
                       file_format: str = "MINDIR", batch_size: int | None = None,
-                      data_dir: str | None = None, parity_samples: int = 256) -> Path:
+                      data_dir: str | None = None, parity_samples: int = 256,
+                      device_target: str | None = None) -> Path:
     """Export `ckpt` and, for MINDIR, verify the file against it; return the exported file."""
-    classifier = from_checkpoint(ckpt, config_path)
+    classifier = from_checkpoint(ckpt, config_path, device_overrides(device_target))
     path = export_model(classifier, Path(file_name) if file_name else ckpt.with_suffix(""),
                         file_format, batch_size)
     print(f"exported {path} (+ {sidecar_path(path).name})")
@@ -111,4 +120,4 @@ def export_checkpoint(ckpt: Path, config_path: str | None = None, file_name: str
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     export_checkpoint(Path(args.ckpt), args.config, args.file_name, args.file_format,
-                      args.batch_size, args.data_dir, args.parity_samples)
+                      args.batch_size, args.data_dir, args.parity_samples, args.device_target)

@@ -3,6 +3,7 @@ JSON sidecar), and the preprocessing of user image files."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,8 +15,10 @@ import numpy as np
 from mindspore import nn
 
 from ms_resnet.checkpoint import config_for_checkpoint, load_weights
+from ms_resnet.config import DEVICE_TARGETS
 from ms_resnet.cpu_isa import choose_cpu_isa
 from ms_resnet.data import get_dataset_info
+from ms_resnet.device import environment_device_id, select_device
 from ms_resnet.errors import CheckpointError, UserError
 from ms_resnet.network import build_network, inference_network
 from ms_resnet.runtime import set_up_context
@@ -67,8 +70,10 @@ def sidecar_path(model_file: Path) -> Path:
     return model_file.with_suffix(".json")
 
 
-def from_mindir(path: Path) -> Classifier:
+def from_mindir(path: Path, device_target: str | None = None) -> Classifier:
     """Load an exported MindIR; the network comes from the file, not from this package."""
+    if device_target:
+        select_device(device_target, environment_device_id())
     meta_path = sidecar_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: MindIR file not found")
@@ -86,13 +91,26 @@ def from_mindir(path: Path) -> Classifier:
                       tuple(meta["mean"]), tuple(meta["std"]), str(path))
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device_target", choices=DEVICE_TARGETS,
+                        help="device to run on (default: the training config's for a "
+                        "checkpoint, CPU for a MindIR); e.g. CPU for a model trained on a GPU")
+
+
+def device_overrides(device_target: str | None) -> dict:
+    """Config overrides for a --device_target given to eval, export or predict."""
+    return {"device_target": device_target} if device_target else {}
+
+
 def load_classifier(ckpt: str | None, mindir: str | None, config_path: str | None = None,
-                    overrides: dict | None = None) -> Classifier:
+                    overrides: dict | None = None, device_target: str | None = None
+                    ) -> Classifier:
     if bool(ckpt) == bool(mindir):
         raise UserError("give exactly one of --ckpt and --mindir")
     if ckpt:
-        return from_checkpoint(Path(ckpt), config_path, overrides)
-    return from_mindir(Path(mindir))
+        return from_checkpoint(Path(ckpt), config_path,
+                               {**(overrides or {}), **device_overrides(device_target)})
+    return from_mindir(Path(mindir), device_target)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

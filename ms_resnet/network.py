@@ -3,6 +3,7 @@ it is evaluated and exported."""
 
 from __future__ import annotations
 
+import numpy as np
 from mindspore import nn
 
 from ms_resnet.config import Config
@@ -22,3 +23,28 @@ def build_network(config: Config) -> nn.Cell:
 def inference_network(net: nn.Cell, config: Config) -> nn.Cell:
     """The network as it is evaluated and exported: under `eval_flip`, flip-averaged."""
     return FlipAverage(net) if config.eval_flip else net
+
+
+def build_second_network(config: Config) -> nn.Cell:
+    """Another instance of the config's network, built without changing the training run:
+    initialising draws from NumPy's global RNG, which RandomErasing also draws from."""
+    rng_state = np.random.get_state()
+    try:
+        return build_network(config)
+    finally:
+        np.random.set_state(rng_state)
+
+
+def float32_twin(net: nn.Cell, config: Config) -> nn.Cell:
+    """A float32 instance of `net`'s architecture that uses `net`'s own parameters.
+
+    Mixed precision (amp O1-O3) casts the trained network in place; its twin computes in float32
+    with the same weights, as eval.py and the exported MindIR do, without copying anything."""
+    twin = build_second_network(config)
+    # By parameter name: amp may have wrapped cells of `net` (BatchNorm under O2), which moves
+    # them in the cell tree but keeps their parameters' names.
+    params = {param.name: param for param in net.get_parameters()}
+    for _, cell in twin.cells_and_names():
+        for attribute, param in list(cell.parameters_and_names(expand=False)):
+            setattr(cell, attribute, params[param.name])
+    return twin

@@ -56,7 +56,10 @@ def create_optimizer(net: nn.Cell, config: Config, steps_per_epoch: int,
     others = [p for p in params if p.ndim <= 1]
     groups = [{"params": decayed, "weight_decay": config.weight_decay},
               {"params": others, "weight_decay": 0.0}]
+    # A fixed loss scale multiplies the gradients without a cell that divides it out again
+    # (FixedLossScaleManager(drop_overflow_update=False)): the optimizer does, as in ModelZoo.
+    loss_scale = config.loss_scale_value if config.loss_scale == "fixed" else 1.0
     if config.optimizer == "adam":
-        return nn.Adam(groups, learning_rate=lr, beta1=config.momentum)
+        return nn.Adam(groups, learning_rate=lr, beta1=config.momentum, loss_scale=loss_scale)
     return nn.Momentum(groups, learning_rate=lr, momentum=config.momentum,
-                       use_nesterov=config.nesterov)
+                       use_nesterov=config.nesterov, loss_scale=loss_scale)

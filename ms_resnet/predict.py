@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from ms_resnet.config import CommandParser
-from ms_resnet.inference import DEFAULT_MAX_PIXELS, load_classifier, load_image, softmax
+from ms_resnet.inference import (
+    DEFAULT_MAX_PIXELS,
+    add_device_argument,
+    load_classifier,
+    load_image,
+    softmax,
+)
 
 
 def build_parser() -> CommandParser:
@@ -28,12 +34,14 @@ def build_parser() -> CommandParser:
                              "MNIST-style data is light on dark)")
     parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="refuse larger images before decoding them")
+    add_device_argument(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    classifier = load_classifier(args.ckpt, args.mindir, args.config)
+    classifier = load_classifier(args.ckpt, args.mindir, args.config,
+                                 device_target=args.device_target)
     top_k = max(1, min(args.top_k, len(classifier.classes)))
     for name in args.images:
         image = load_image(Path(name), classifier, args.invert, args.max_pixels)

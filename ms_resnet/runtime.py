@@ -14,6 +14,7 @@ from mindspore import nn
 
 from ms_resnet.config import Config
 from ms_resnet.cpu_isa import CpuIsaChoice, choose_cpu_isa, cpu_model
+from ms_resnet.device import device_id, select_device
 from ms_resnet.errors import UserError
 
 
@@ -24,12 +25,13 @@ class RunContext(NamedTuple):
 
 
 def set_up_context(config: Config) -> RunContext:
-    """oneDNN's CPU ISA (before any kernel runs), execution mode, device, every random seed
+    """oneDNN's CPU ISA (before any kernel runs), execution mode, device (a missing one is a
+    `DeviceError` line), every random seed
     (same seed => same metrics) and, under --distribute, the data-parallel group."""
     cpu_isa = choose_cpu_isa(config.device_target)
     mode = ms.GRAPH_MODE if config.mode == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
-    ms.set_device(config.device_target)
+    select_device(config.device_target, device_id(config))
     # Every rank starts from the same weights only because they share the seed.
     ms.set_seed(config.seed)
     ds.config.set_seed(config.seed)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import mindspore as ms
 import mindspore.dataset as ds
-import numpy as np
 from mindspore import nn
 from mindspore.train import Accuracy, Model
 
@@ -27,15 +26,22 @@ from ms_resnet.config import (
     save_config,
 )
 from ms_resnet.data.pipeline import create_dataset
+from ms_resnet.device import amp_workspace, apply_jit_level, device_summary, model_options
 from ms_resnet.ema import WeightAverage
 from ms_resnet.errors import UserError
-from ms_resnet.network import build_network, inference_network
+from ms_resnet.network import (
+    build_network,
+    build_second_network,
+    float32_twin,
+    inference_network,
+)
 from ms_resnet.optim import create_optimizer
 from ms_resnet.runtime import machine_description, parameter_digest, set_up_context
 
 DEFAULT_CONFIG = "configs/mnist.yaml"
 # Keys that may differ when resuming: where things are, not what is trained.
-RESUME_MAY_CHANGE = {"data_dir", "ckpt_dir", "num_parallel_workers", "export_mindir"}
+RESUME_MAY_CHANGE = {"data_dir", "ckpt_dir", "num_parallel_workers", "export_mindir",
+                     "device_id"}
 
 
 class EvalNet(nn.Cell):
@@ -108,21 +114,26 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
         raise UserError(f"batch_size {config.batch_size} is larger than the training set; "
                         "lower --batch_size or raise --num_samples")
 
-    net = build_network(config)
+    net = apply_jit_level(build_network(config), config)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    model = Model(net, loss_fn=loss_fn, optimizer=create_optimizer(net, config, steps, workers))
+    with amp_workspace(config):
+        model = Model(net, loss_fn=loss_fn,
+                      optimizer=create_optimizer(net, config, steps, workers),
+                      **model_options(config))
     # What is evaluated, saved to best.ckpt (`best_state`) and to last.ckpt (`training_state`).
     evaluated_net, best_state, training_state = net, net, model.train_network
     averager = None
     if config.ema_decay:
-        # Initialising a second network draws from NumPy's global RNG, which RandomErasing
-        # also draws from: restore it, so EMA leaves the training run exactly as without it.
-        rng_state = np.random.get_state()
-        averager = WeightAverage(net, build_network(config), config.ema_decay)
-        np.random.set_state(rng_state)
+        averager = WeightAverage(net, build_second_network(config), config.ema_decay)
         evaluated_net, best_state = averager.network, averager.network_entries()
         training_state = [*model.train_network.get_parameters(), *averager.state_parameters()]
+    elif config.amp_level != "O0":
+        # amp cast `net` to float16 in place; evaluate in float32 as eval.py and the MindIR do,
+        # so best.ckpt's recorded accuracy is the one they reproduce. (The average above is a
+        # float32 network already.)
+        evaluated_net = best_state = float32_twin(net, config)
     eval_model = build_eval_model(inference_network(evaluated_net, config))
+    apply_jit_level(eval_model.eval_network, config)
     header = {"config": config.to_dict(), "mindspore": ms.__version__,
               "machine": machine_description(), "onednn_isa": cpu_isa.summary(),
               "workers": workers,
@@ -163,6 +174,7 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     log = print if is_main else (lambda *args, **kwargs: None)
     scale = f" on {workers} workers" if workers > 1 else ""
     isa_note = f" (oneDNN ISA: {cpu_isa.summary()})" if config.device_target == "CPU" else ""
+    isa_note += device_summary(config)
     log(f"training {config.model} ({params / 1e6:.2f}M parameters) on {config.dataset}: "
         f"{steps} steps x {config.batch_size * workers} images per epoch{scale}, "
         f"{config.epochs} epochs, {config.mode} mode on {config.device_target}"
@@ -177,7 +189,8 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
             save_config_once, is_main)
         callbacks = [progress, *([averager] if averager else []), evaluator]
         model.train(config.epochs, train_data, callbacks=callbacks,
-                    dataset_sink_mode=False, initial_epoch=epochs_done)
+                    dataset_sink_mode=config.dataset_sink_mode, sink_size=config.sink_size,
+                    initial_epoch=epochs_done)
     if workers > 1:
         print(f"rank {rank}: trainable parameter sha256 {parameter_digest(net)}", flush=True)
     if not is_main:

@@ -14,6 +14,16 @@
 # CLUSTER_TIME_OUT (seconds to wait for all workers to join, default 600).
 # Worker logs: <ckpt_dir>/logs/worker_<rank>.log. Only rank 0 prints progress, evaluates and
 # writes checkpoints.
+# GPU and Ascend: give --device_target (or a config that sets it, e.g.
+# configs/cifar10_resnet50_ascend.yaml / _gpu.yaml); msrun gives each local worker its own
+# device (local rank = device number), so DEVICE_ID and device_id are not used here.
+#   Ascend: source /usr/local/Ascend/ascend-toolkit/set_env.sh first (CANN, HCCL); choose the
+#           devices with ASCEND_RT_VISIBLE_DEVICES=0,1,... (no rank table needed with msrun).
+#   GPU:    CUDA, cuDNN and NCCL as MindSpore's GPU package needs them; choose the devices with
+#           CUDA_VISIBLE_DEVICES=0,1,...
+#   e.g. bash scripts/run_distribute_train.sh 8 configs/cifar10_resnet50_ascend.yaml
+# --dry_run (anywhere after NUM_WORKERS) prints the msrun command instead of running it.
+# See docs/devices.md.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ $# -lt 1 || ! $1 =~ ^[1-9][0-9]*$ ]]; then
@@ -28,7 +38,15 @@ if [[ $# -gt 0 && $1 != -* ]]; then
   shift
 fi
 ckpt_dir="ckpt/$(basename "${config%.*}")"
-args=("$@")
+args=()
+dry_run=false
+for arg in "$@"; do
+  if [[ $arg == --dry_run ]]; then
+    dry_run=true
+  else
+    args+=("$arg")
+  fi
+done
 for ((i = 0; i < ${#args[@]}; i++)); do
   if [[ ${args[i]} == --ckpt_dir || ${args[i]} == --output_path ]] && ((i + 1 < ${#args[@]})); then
     ckpt_dir=${args[i + 1]}
@@ -38,15 +56,19 @@ port=${MASTER_PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("12
 export GLOG_v=${GLOG_v:-3}
 node_args=()
 [[ -n ${NODE_RANK:-} ]] && node_args+=(--node_rank "$NODE_RANK")
+command=(msrun --worker_num "$workers" --local_worker_num "${LOCAL_WORKER_NUM:-$workers}"
+  --master_addr "${MASTER_ADDR:-127.0.0.1}" --master_port "$port" "${node_args[@]}"
+  --cluster_time_out "${CLUSTER_TIME_OUT:-600}" --log_dir "$ckpt_dir/logs" --join True
+  --tail_worker_log 0
+  "$root/train.py" --config "$config" --distribute true --ckpt_dir "$ckpt_dir" "${args[@]}")
+if $dry_run; then
+  echo "GLOG_v=$GLOG_v ${command[*]}"
+  exit 0
+fi
 mkdir -p "$ckpt_dir/logs"
 # msrun shows rank 0's output here; its own messages go to logs/msrun.log.
 set +e
-msrun --worker_num "$workers" --local_worker_num "${LOCAL_WORKER_NUM:-$workers}" \
-  --master_addr "${MASTER_ADDR:-127.0.0.1}" --master_port "$port" "${node_args[@]}" \
-  --cluster_time_out "${CLUSTER_TIME_OUT:-600}" --log_dir "$ckpt_dir/logs" --join True \
-  --tail_worker_log 0 \
-  "$root/train.py" --config "$config" --distribute true --ckpt_dir "$ckpt_dir" "${args[@]}" \
-  2> "$ckpt_dir/logs/msrun.log"
+"${command[@]}" 2> "$ckpt_dir/logs/msrun.log"
 status=$?
 set -e
 if [[ $status -ne 0 ]]; then

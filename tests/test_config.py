@@ -27,7 +27,7 @@ def test_every_dataset_has_a_config_and_every_config_loads() -> None:
         assert set(load_yaml(path)) >= set(FIELDS) - {"data_dir", "num_samples",
                                                        "eval_num_samples", "shortcut",
                                                        "warmup_epochs", "ckpt_dir",
-                                                       "distribute"}
+                                                       "distribute", "device_id"}
 
 
 def test_tutorial_config_is_the_tutorial_recipe() -> None:
