@@ -11,6 +11,7 @@ import numpy as np
 
 from ms_resnet.config import CommandParser
 from ms_resnet.data.pipeline import create_dataset
+from ms_resnet.errors import UserError
 from ms_resnet.inference import Classifier, load_classifier
 
 
@@ -77,11 +78,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     classifier = load_classifier(args.ckpt, args.mindir, args.config)
     data_dir = args.data_dir or (classifier.config.data_dir if classifier.config else None)
+    if classifier.folder and not data_dir:
+        raise UserError(f"{classifier.source}: trained on a folder of images; give --data_dir "
+                        "(the folder holding train/ and test/ or val/)")
     data = create_dataset(classifier.dataset, "test", args.batch_size, data_dir=data_dir,
-                          num_samples=args.num_samples)
+                          num_samples=args.num_samples, folder=classifier.folder)
     logits, labels, images = run_test_split(classifier, data, keep_images=args.predict)
     results = summarize(logits, labels, classifier.classes)
-    print(f"{classifier.source}: {results['num_samples']} test images of {classifier.dataset}: "
+    print(f"{classifier.source}: {results['num_samples']} test images of {classifier.title}: "
           f"test loss {results['loss']:.4f}, test accuracy {results['accuracy']:.2%}")
     for name, accuracy in results["per_class_accuracy"].items():
         print(f"  {name:>14s}: {'n/a' if accuracy is None else f'{accuracy:.2%}'}")
