@@ -103,7 +103,7 @@ def load_pretrained(net: nn.Cell, ckpt: Path, model: str) -> list[str]:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"--pretrained {ckpt}: not a readable MindSpore checkpoint "
                               f"({first_line})") from None
-    params = net.get_parameters()
+    params = list(net.get_parameters())
     missing = [p.name for p in params if p.name not in saved]
     if missing:
         raise CheckpointError(f"--pretrained {ckpt}: has no parameter '{missing[0]}' (and "

@@ -73,8 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", type=Path, default=Path("data/fashion_mnist"),
                         help="Fashion-MNIST IDX .gz files (default: data/fashion_mnist)")
     parser.add_argument("--classes", default="T-shirt/top,Trouser,Sneaker",
-                        help="comma-separated Fashion-MNIST class names "
+                        help="comma-separated Fashion-MNIST class names or label numbers "
                              "(default: T-shirt/top,Trouser,Sneaker)")
+    parser.add_argument("--names", help="comma-separated folder names, one per class (default: "
+                        "the Fashion-MNIST names, '/' and ' ' replaced by '_'); e.g. for MNIST "
+                        "digits: --classes 0,1,7 --names zero,one,seven")
     parser.add_argument("--train_per_class", type=int, default=400)
     parser.add_argument("--test_per_class", type=int, default=100)
     parser.add_argument("--train_offset", type=int, default=30000,
@@ -84,9 +87,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     wanted = [c.strip() for c in args.classes.split(",")]
-    unknown = [c for c in wanted if c not in CLASSES]
+    unknown = [c for c in wanted if c not in CLASSES and not (c.isdigit() and int(c) < 10)]
     if unknown:
-        sys.exit(f"error: unknown class {unknown[0]!r}; Fashion-MNIST has: {', '.join(CLASSES)}")
+        sys.exit(f"error: unknown class {unknown[0]!r}; expected a label 0-9 or one of: "
+                 f"{', '.join(CLASSES)}")
+    labels_wanted = [int(c) if c.isdigit() else CLASSES.index(c) for c in wanted]
+    names = ([n.strip() for n in args.names.split(",")] if args.names
+             else [folder_name(CLASSES[label]) for label in labels_wanted])
+    if len(names) != len(wanted):
+        sys.exit(f"error: --names gives {len(names)} names for {len(wanted)} classes")
     if args.out.exists():
         sys.exit(f"error: {args.out} already exists")
     rng = np.random.default_rng(args.seed)
@@ -94,10 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     offsets = {"train": args.train_offset, "test": args.test_offset}
     for split in ("train", "test"):
         images, labels = read_idx(args.source, split)
-        for name in wanted:
-            target = args.out / split / folder_name(name)
+        for label, name in zip(labels_wanted, names):
+            target = args.out / split / name
             target.mkdir(parents=True)
-            index = np.nonzero(labels[offsets[split]:] == CLASSES.index(name))[0]
+            index = np.nonzero(labels[offsets[split]:] == label)[0]
             index = index[:counts[split]] + offsets[split]
             for i in index:
                 save_image(images[i], target / f"{split}_{i:05d}", rng)
