@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 
     choose_cpu_isa()
     from ms_resnet.data import FolderSpec
-    from ms_resnet.data.folder import check_images, scan_folder
+    from ms_resnet.data.folder import cache_dir, check_images, scan_folder
     from ms_resnet.data.pipeline import create_dataset
 
     if not args.folder.exists():
@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     layout = scan_folder(args.folder)
     scanned = time.perf_counter() - started
+    (cache_dir(args.folder) / "checked.json").unlink(missing_ok=True)  # time it cold
     started = time.perf_counter()
-    check_images(args.folder, layout.train)  # cold: the cache is keyed by the folder content
+    check_images(args.folder, layout.train)
     checked = time.perf_counter() - started
     count = len(layout.train)
     print(f"# {count} files in {len(layout.classes)} classes: scan {scanned:.2f} s, image check "

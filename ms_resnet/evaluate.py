@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ms_resnet.config import CommandParser
+from ms_resnet.data.folder import translate_decode_error
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.errors import UserError
 from ms_resnet.inference import Classifier, load_classifier
@@ -83,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "(the folder holding train/ and test/ or val/)")
     data = create_dataset(classifier.dataset, "test", args.batch_size, data_dir=data_dir,
                           num_samples=args.num_samples, folder=classifier.folder)
-    logits, labels, images = run_test_split(classifier, data, keep_images=args.predict)
+    with translate_decode_error():
+        logits, labels, images = run_test_split(classifier, data, keep_images=args.predict)
     results = summarize(logits, labels, classifier.classes)
     print(f"{classifier.source}: {results['num_samples']} test images of {classifier.title}: "
           f"test loss {results['loss']:.4f}, test accuracy {results['accuracy']:.2%}")

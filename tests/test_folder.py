@@ -21,6 +21,7 @@ from ms_resnet.data.folder import (
     holdout,
     scan_folder,
     split_source,
+    translate_decode_error,
 )
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.errors import CheckpointError, ConfigError, DataError
@@ -245,6 +246,25 @@ def test_damaged_images_are_fatal_and_named(tmp_path: Path) -> None:
     (root / "train" / "a" / "notes.png").unlink()
     with pytest.raises(DataError, match=r"photo.jpg: truncated JPEG \(no end-of-image marker\)"):
         check_images(root, scan_folder(root).train)
+
+
+def test_an_image_that_fails_to_decode_mid_epoch_is_named(tmp_path: Path) -> None:
+    """Damage inside a complete PNG passes the up-front check; MindSpore's decode error is
+    turned into one line naming the file."""
+    root = image_tree(tmp_path / "d", {"train/a": 1, "train/b": 1})
+    damaged = root / "train" / "b" / "0.png"
+    data = bytearray(damaged.read_bytes())
+    start = data.find(b"IDAT") + 8
+    data[start:start + 100] = b"\x55" * 100
+    damaged.write_bytes(bytes(data))
+    check_images(root, scan_folder(root).train)  # header and IEND are intact
+    spec = FolderSpec(("a", "b"), 1, 16, (0.5,), (0.25,), val_split=0.0)
+    pipeline = create_dataset("folder", "train", 1, data_dir=str(root), folder=spec, train=False)
+    expected = re.escape(f"{damaged}: cannot be decoded (Decode: image decode failed); damaged "
+                         "images are not skipped")
+    with pytest.raises(DataError, match=expected), translate_decode_error():
+        for _ in pipeline.create_tuple_iterator(output_numpy=True):
+            pass
 
 
 def test_bad_folder_on_the_command_line_is_one_line_and_exit_2(tmp_path: Path) -> None:

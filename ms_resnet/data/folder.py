@@ -129,7 +129,7 @@ def scan_folder(root: Path) -> FolderLayout:
     return layout
 
 
-def _cache_dir(root: Path) -> Path:
+def cache_dir(root: Path) -> Path:
     key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
     path = cache_root() / f"folder-{key}"
     path.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def image_problem(path: Path) -> str | None:
 
 def check_images(root: Path, files: list[Path]) -> None:
     """Raise DataError naming the first damaged image; checked once per folder content."""
-    cache = _cache_dir(root) / "checked.json"
+    cache = cache_dir(root) / "checked.json"
     signature = _signature(files)
     if _read_cache(cache).get("signature") == signature:
         return
@@ -282,7 +282,7 @@ def compute_stats(layout: FolderLayout, channels: int, image_size: int, seed: in
                   workers: int = 2) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (0..1 scale) of up to STATS_SAMPLE training images, as the
     network sees them (converted and resized); cached per folder, channels and size."""
-    cache = _cache_dir(layout.root) / f"stats-{channels}x{image_size}.json"
+    cache = cache_dir(layout.root) / f"stats-{channels}x{image_size}.json"
     signature = _signature(layout.train)
     saved = _read_cache(cache)
     if saved.get("signature") == signature:
@@ -319,6 +319,6 @@ def translate_decode_error() -> Iterator[None]:
         match = re.search(r"The corresponding data file is: (.+?)\. (.*)", str(exc))
         if not match:
             raise
-        reason = match.group(2).split(" Dump the abnormal image")[0].strip()
+        reason = match.group(2).split(" Dump the abnormal image")[0].strip().rstrip(".")
         raise DataError(f"{match.group(1)}: cannot be decoded ({reason}); damaged images are "
                         "not skipped: delete or replace it") from None
