@@ -335,7 +335,8 @@ def build_app(model: Model, top_k: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS
                     examples = example_files(model)
                     if examples:
                         gr.Examples(examples, inputs=image,
-                                    label=f"Examples: real {model.dataset.upper()} test images")
+                                    label=f"Examples: real {model.title or model.dataset.upper()} "
+                                          "test images")
                 with gr.Tab("Draw"):
                     sketch = gr.Sketchpad(label="Draw here", type="pil", canvas_size=(280, 280),
                                           brush=gr.Brush(default_size=10, colors=["#000000"],

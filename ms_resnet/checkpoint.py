@@ -32,16 +32,21 @@ def _extras(saved: dict) -> dict:
     return {key: saved[key].asnumpy().item() for key in _EXTRA_KEYS if key in saved}
 
 
-def load_weights(net: nn.Cell, ckpt: Path) -> dict:
-    """Load `ckpt` into `net`; return the checkpoint's extra entries (epoch, accuracy, ...)."""
+def _read_checkpoint(ckpt: Path, label: str) -> dict:
+    """All entries of a checkpoint; `label` names it in errors (the path, or the option)."""
     if not ckpt.is_file():
-        raise CheckpointError(f"{ckpt}: checkpoint file not found")
+        raise CheckpointError(f"{label}: checkpoint file not found")
     try:
-        saved = ms.load_checkpoint(str(ckpt))
+        return ms.load_checkpoint(str(ckpt))
     except (ValueError, RuntimeError, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{ckpt}: not a readable MindSpore checkpoint "
+        raise CheckpointError(f"{label}: not a readable MindSpore checkpoint "
                               f"(truncated or another format?): {first_line}") from None
+
+
+def load_weights(net: nn.Cell, ckpt: Path) -> dict:
+    """Load `ckpt` into `net`; return the checkpoint's extra entries (epoch, accuracy, ...)."""
+    saved = _read_checkpoint(ckpt, str(ckpt))
     for param in net.get_parameters():
         if param.name not in saved:
             raise CheckpointError(f"{ckpt}: has no parameter '{param.name}'; it was saved "
@@ -95,14 +100,7 @@ def load_pretrained(net: nn.Cell, ckpt: Path, model: str) -> list[str]:
     if other is not None and other != model:
         raise CheckpointError(f"--pretrained {ckpt}: a checkpoint of {other} (config.yaml beside "
                               f"it), but this run trains {model}; use a {model} checkpoint")
-    if not ckpt.is_file():
-        raise CheckpointError(f"--pretrained {ckpt}: checkpoint file not found")
-    try:
-        saved = ms.load_checkpoint(str(ckpt))
-    except (ValueError, RuntimeError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"--pretrained {ckpt}: not a readable MindSpore checkpoint "
-                              f"({first_line})") from None
+    saved = _read_checkpoint(ckpt, f"--pretrained {ckpt}")
     params = list(net.get_parameters())
     missing = [p.name for p in params if p.name not in saved]
     if missing:

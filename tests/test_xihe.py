@@ -386,3 +386,17 @@ def test_real_browser_shows_the_class_names_of_a_folder_trained_model(folder_app
         names = page.locator("#prediction").inner_text()
         assert {"one", "zero"} <= set(names.split()), names
     assert not [u for u in blocked if "/gradio_api/" in u or "/file=" in u], blocked
+
+
+def test_xihe_pack_of_a_folder_model_ships_one_example_per_class(folder_run: dict,
+                                                                  tmp_path: Path) -> None:
+    out = tmp_path / "xihe"
+    result = run_command("-m", "ms_resnet", "xihe-pack", "--ckpt_dir", str(folder_run["dir"]),
+                         "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads((out / "model" / "best.json").read_text(encoding="utf-8"))
+    assert sidecar["classes"] == ["one", "seven", "zero"] and sidecar["title"] == "digits"
+    examples = sorted(p.name.split("_")[0] for p in (out / "inference" / "examples" /
+                                                     "folder").glob("*.png"))
+    assert examples == ["one", "seven", "zero"]
+    assert "3 example images" in result.stdout
