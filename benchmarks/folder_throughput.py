@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="num_parallel_workers (default: the number of cores)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches")
     parser.add_argument("--reps", type=int, default=3, help="timed passes")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 600 images (when generating), 1 pass; not a measurement")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.reps = 600, 1
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("MS_RESNET_CACHE", str(args.folder) + ".cache")
     from ms_resnet.cpu_isa import choose_cpu_isa
