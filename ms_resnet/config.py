@@ -84,11 +84,13 @@ class Config:
                               "after resizing the shorter side to image_size / eval_crop "
                               "(ImageNet: 0.875); 1 = resize the whole image", low=0.0,
                               high=1.0, low_open=True)
-    num_samples: int | None = _field(None, "use only the first N training images (default: all)",
+    num_samples: int | None = _field(None, "use only the first N training images (a folder: "
+                                     "a seeded random N; default: all)",
                                      low=1)
     eval_num_samples: int | None = _field(None, "use only the first N test images (default: all)",
                                           low=1)
-    augment: bool = _field(True, "training augmentation (random crop; flip where valid)")
+    augment: bool = _field(True, "training augmentation (random crop; flip where valid; a "
+                           "folder: the augmentation key)")
     random_erasing: float = _field(0.0, "probability of replacing a random rectangle of each "
                                    "training image with noise (Zhong et al. 2017); needs augment",
                                    low=0.0, high=1.0)

@@ -24,7 +24,7 @@ from ms_resnet.data.folder import (
     translate_decode_error,
 )
 from ms_resnet.data.pipeline import create_dataset
-from ms_resnet.errors import CheckpointError, ConfigError, DataError
+from ms_resnet.errors import CheckpointError, ConfigError, DataError, UserError
 from tests.conftest import DIGIT_FOLDERS, run_command
 
 
@@ -78,8 +78,10 @@ def test_eval_ckpt_and_mindir_agree_with_training_and_name_the_classes(folder_ru
     assert (tmp_path / "predictions.png").is_file()
 
     mindir = run_dir / "best.mindir"
-    result = run_command("eval.py", "--mindir", str(mindir))
-    assert "give --data_dir" in one_error_line(result)
+    from ms_resnet.evaluate import main
+
+    with pytest.raises(UserError, match="trained on a folder of images; give --data_dir"):
+        main(["--mindir", str(mindir)])
     result = run_command("eval.py", "--mindir", str(mindir), "--data_dir",
                          str(folder_run["data"]), "--json", str(tmp_path / "mindir.json"))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -149,9 +151,10 @@ def test_pretrained_of_another_model_is_one_line(folder_run: dict, tmp_path: Pat
 
 
 def test_pretrained_and_resume_are_refused_together(tmp_path: Path) -> None:
-    result = run_command("train.py", "--resume", "--pretrained", "x.ckpt", "--ckpt_dir",
-                         str(tmp_path))
-    assert "--pretrained starts a new run" in one_error_line(result)
+    from ms_resnet.train import main
+
+    with pytest.raises(ConfigError, match="--pretrained starts a new run .* give only one"):
+        main(["--resume", "--pretrained", "x.ckpt", "--ckpt_dir", str(tmp_path)])
 
 
 # ---------------------------------------------------------------------------------------------
