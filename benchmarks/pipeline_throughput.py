@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["MS_RESNET_CACHE"] = str(work / "cache")
         for path in configs:
             config = build_config(path)
+            if config.dataset == "folder":  # your own images: benchmarks/folder_throughput.py
+                print(f"#   {path.name}: skipped (a folder dataset; see folder_throughput.py)",
+                      file=sys.stderr, flush=True)
+                continue
             info = get_dataset_info(config.dataset)
             folder, origin = data_dir_for(config.dataset, work, args.quick, args.data_dir)
             values = []

@@ -119,6 +119,11 @@ class Model:
         self.channels = int(channels)
         self.size = (int(width), int(height))
         self.dataset = str(meta.get("dataset") or "")
+        # A model trained on your own images (`--dataset folder`) is named after its folder.
+        self.title = str(meta.get("title") or "")
+        # Light objects on a dark background (MNIST-style data, mean below mid-grey): only then
+        # does "auto" invert a light-bordered grey image.
+        self.dark_data = float(np.mean(self.mean)) < 0.5
         self.model_name = str(meta.get("model") or path.stem)
         self.path = path
         self._lock = threading.Lock()  # one inference at a time through the graph
@@ -249,8 +254,9 @@ def to_pixels(image: Image.Image, model: Model, invert: str, centre: bool
     image = image.convert("L" if grey_input else "RGB")
     array = np.asarray(image, np.float32)
     light = border_is_light(array if grey_input else array.mean(axis=2))
-    # "auto" inverts only for grey-scale models: their datasets are light on dark.
-    do_invert = invert == "yes" or (invert == "auto" and grey_input and light)
+    # "auto" inverts only for grey-scale models of light-on-dark data (MNIST and the like).
+    do_invert = invert == "yes" or (invert == "auto" and grey_input and model.dark_data
+                                    and light)
     if do_invert:
         array = 255.0 - array
     notes = [f"{original} image", "inverted (light background)" if do_invert and invert == "auto"
@@ -305,7 +311,7 @@ def example_files(model: Model) -> list[str]:
 
 def build_app(model: Model, top_k: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
     top_k = max(1, min(top_k, len(model.classes)))
-    dataset = DATASET_TITLES.get(model.dataset, model.dataset or "images")
+    dataset = DATASET_TITLES.get(model.dataset) or model.title or model.dataset or "images"
     grey = model.channels == 1
     # System fonts: the default theme loads Google Fonts, which are not reachable everywhere.
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -317,7 +323,7 @@ def build_app(model: Model, top_k: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS
             f"Upload or draw an image: the network ({model.path.name}, exported by ms_resnet "
             f"with MindSpore) gives its top {top_k} of {len(model.classes)} classes."
             + (" MNIST-style data is a light object on a dark background: with *auto*, an "
-               "image with a light border is inverted." if grey else ""))
+               "image with a light border is inverted." if grey and model.dark_data else ""))
         with gr.Row():
             with gr.Column():
                 with gr.Tab("Upload"):
@@ -329,7 +335,8 @@ def build_app(model: Model, top_k: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS
                     examples = example_files(model)
                     if examples:
                         gr.Examples(examples, inputs=image,
-                                    label=f"Examples: real {model.dataset.upper()} test images")
+                                    label=f"Examples: real {model.title or model.dataset.upper()} "
+                                          "test images")
                 with gr.Tab("Draw"):
                     sketch = gr.Sketchpad(label="Draw here", type="pil", canvas_size=(280, 280),
                                           brush=gr.Brush(default_size=10, colors=["#000000"],

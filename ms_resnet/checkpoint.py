@@ -32,16 +32,21 @@ def _extras(saved: dict) -> dict:
     return {key: saved[key].asnumpy().item() for key in _EXTRA_KEYS if key in saved}
 
 
-def load_weights(net: nn.Cell, ckpt: Path) -> dict:
-    """Load `ckpt` into `net`; return the checkpoint's extra entries (epoch, accuracy, ...)."""
+def _read_checkpoint(ckpt: Path, label: str) -> dict:
+    """All entries of a checkpoint; `label` names it in errors (the path, or the option)."""
     if not ckpt.is_file():
-        raise CheckpointError(f"{ckpt}: checkpoint file not found")
+        raise CheckpointError(f"{label}: checkpoint file not found")
     try:
-        saved = ms.load_checkpoint(str(ckpt))
+        return ms.load_checkpoint(str(ckpt))
     except (ValueError, RuntimeError, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{ckpt}: not a readable MindSpore checkpoint "
+        raise CheckpointError(f"{label}: not a readable MindSpore checkpoint "
                               f"(truncated or another format?): {first_line}") from None
+
+
+def load_weights(net: nn.Cell, ckpt: Path) -> dict:
+    """Load `ckpt` into `net`; return the checkpoint's extra entries (epoch, accuracy, ...)."""
+    saved = _read_checkpoint(ckpt, str(ckpt))
     for param in net.get_parameters():
         if param.name not in saved:
             raise CheckpointError(f"{ckpt}: has no parameter '{param.name}'; it was saved "
@@ -73,3 +78,53 @@ def load_training_state(train_network: nn.Cell, ckpt: Path) -> dict:
         raise CheckpointError(f"{ckpt}: not a resumable checkpoint (no {', '.join(missing)}); "
                               "--resume takes the last.ckpt written during training")
     return extras
+
+
+def _saved_model_name(ckpt: Path) -> str | None:
+    """The model named in the config.yaml saved beside a checkpoint, if any."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((ckpt.parent / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return saved.get("model") if isinstance(saved, dict) else None
+
+
+def load_pretrained(net: nn.Cell, ckpt: Path, model: str) -> list[str]:
+    """Fine-tuning: load the parameters of `ckpt` (a checkpoint of the same `model`) that fit
+    `net`; the others (another class count's classifier, another channel count's stem) keep
+    their fresh initialisation. Returns their descriptions, e.g. "fc.weight (10, 64) -> (3, 64)".
+    """
+    other = _saved_model_name(ckpt)
+    if other is not None and other != model:
+        raise CheckpointError(f"--pretrained {ckpt}: a checkpoint of {other} (config.yaml beside "
+                              f"it), but this run trains {model}; use a {model} checkpoint")
+    saved = _read_checkpoint(ckpt, f"--pretrained {ckpt}")
+    params = list(net.get_parameters())
+    missing = [p.name for p in params if p.name not in saved]
+    if missing:
+        raise CheckpointError(f"--pretrained {ckpt}: has no parameter '{missing[0]}' (and "
+                              f"{len(missing) - 1} more): it was saved from another model than "
+                              f"{model}")
+    fitting, reinitialised = {}, []
+    for param in params:
+        shape = tuple(saved[param.name].shape)
+        if shape == tuple(param.shape):
+            fitting[param.name] = saved[param.name]
+        else:
+            reinitialised.append(f"{param.name} {shape} -> {tuple(param.shape)}")
+    ms.load_param_into_net(net, fitting, strict_load=True)
+    return reinitialised
+
+
+def freeze_backbone(net: nn.Cell) -> list[str]:
+    """Leave only the classifier (the network's last Dense layer) trainable; return its
+    parameter names."""
+    dense = [cell for _, cell in net.cells_and_names() if isinstance(cell, nn.Dense)]
+    if not dense:
+        raise CheckpointError("freeze_backbone: the network has no Dense classifier layer")
+    head = {param.name for param in dense[-1].get_parameters()}
+    for param in net.trainable_params():
+        param.requires_grad = param.name in head
+    return sorted(head)

@@ -40,8 +40,13 @@ def _model_names() -> list[str]:
 
 
 def _dataset_names() -> list[str]:
-    from ms_resnet.data import DATASETS
-    return sorted(DATASETS)
+    from ms_resnet.data import DATASETS, FOLDER
+    return [*sorted(DATASETS), FOLDER]
+
+
+def _augmentations() -> list[str]:
+    from ms_resnet.data import AUGMENTATIONS
+    return list(AUGMENTATIONS)
 
 
 @dataclasses.dataclass
@@ -77,14 +82,41 @@ class Config:
                                    "graph on the device (Ascend only; deprecated by MindSpore "
                                    "2.9) (default: MindSpore's choice)", JIT_LEVELS)
     # dataset
-    dataset: str = _field("mnist", "dataset name", _dataset_names)
+    dataset: str = _field("mnist", "dataset name; 'folder' = your own images in "
+                          "DATA_DIR/train/<class>/ (see docs/own_images.md)", _dataset_names)
     data_dir: str | None = _field(
         None, "dataset folder (default: $MS_RESNET_DATA/<dataset>, else ./data/<dataset>)")
-    num_samples: int | None = _field(None, "use only the first N training images (default: all)",
+    in_channels: int | None = _field(
+        None, "folder dataset: images are converted to 1 (grey) or 3 (RGB) channels "
+        "(default 3; built-in datasets have their own)", low=1, high=3)
+    image_size: int | None = _field(
+        None, "folder dataset: images are resized to image_size x image_size (default 32)",
+        low=8)
+    classes: list[str] | None = _field(  # noqa: RUF009 - the default is None
+        None, "folder dataset: class names, filled in from the folder names (sorted) when "
+        "training starts and saved with the run")
+    mean: list[float] | None = _field(  # noqa: RUF009 - the default is None
+        None, "folder dataset: per-channel mean on the 0..1 scale, e.g. 0.5,0.5,0.5 (default: "
+        "computed once from the training images and cached)")
+    std: list[float] | None = _field(  # noqa: RUF009 - the default is None
+        None, "folder dataset: per-channel std on the 0..1 scale (default: computed with mean)")
+    val_split: float = _field(0.1, "folder dataset without test/ or val/: part of train/ held "
+                              "out for testing (seeded, the same every run)", low=0.0, high=1.0,
+                              high_open=True)
+    augmentation: str | None = _field(
+        None, "folder dataset: training augmentation (default crop; augment: false = none)",
+        _augmentations)
+    eval_crop: float = _field(1.0, "folder dataset: evaluate on the centre image_size square "
+                              "after resizing the shorter side to image_size / eval_crop "
+                              "(ImageNet: 0.875); 1 = resize the whole image", low=0.0,
+                              high=1.0, low_open=True)
+    num_samples: int | None = _field(None, "use only the first N training images (a folder: "
+                                     "a seeded random N; default: all)",
                                      low=1)
     eval_num_samples: int | None = _field(None, "use only the first N test images (default: all)",
                                           low=1)
-    augment: bool = _field(True, "training augmentation (random crop; flip where valid)")
+    augment: bool = _field(True, "training augmentation (random crop; flip where valid; a "
+                           "folder: the augmentation key)")
     random_erasing: float = _field(0.0, "probability of replacing a random rectangle of each "
                                    "training image with noise (Zhong et al. 2017); needs augment",
                                    low=0.0, high=1.0)
@@ -98,6 +130,11 @@ class Config:
         None, "shortcut for changing shapes: A = zero padding, B = 1x1 conv (default: the model's)",
         ["A", "B"])
     zero_init_residual: bool = _field(False, "start each residual branch's last BN gamma at 0")
+    pretrained: str | None = _field(
+        None, "initialise from this ms_resnet checkpoint of the same model (fine-tuning); "
+        "parameters of another shape (classifier, stem) are re-initialised")
+    freeze_backbone: bool = _field(False, "with pretrained: train the classifier (last Dense "
+                                   "layer) only")
     # optimizer
     optimizer: str = _field("momentum", "optimizer", ["momentum", "adam"])
     lr: float = _field(0.1, "peak learning rate", low=0.0, low_open=True)
@@ -152,6 +189,8 @@ def parse_value(key: str, raw: Any, source: str) -> Any:
             return None
         raise ConfigError(f"{where}: a value is required ({type_name})")
     text = str(raw).strip()
+    if type_name.startswith("list["):
+        return _parse_list(where, type_name, raw)
     if type_name == "bool":
         if isinstance(raw, bool):
             return raw
@@ -176,6 +215,23 @@ def parse_value(key: str, raw: Any, source: str) -> Any:
         value = text
     _check_range(where, field, value)
     return value
+
+
+def _parse_list(where: str, type_name: str, raw: Any) -> list:
+    """A YAML list, or comma-separated text on the command line."""
+    items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+    items = [str(item).strip() for item in items]
+    if not items or not all(items):
+        raise ConfigError(f"{where}: expected a list of values, got {raw!r}")
+    if type_name == "list[str]":
+        return items
+    try:
+        values = [float(item) for item in items]
+    except ValueError:
+        values = [math.nan]
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{where}: expected numbers separated by commas, got {raw!r}")
+    return values
 
 
 def _check_range(where: str, field: dataclasses.Field, value: Any) -> None:
@@ -236,7 +292,8 @@ def build_config(config_path: str | Path | None = None,
     def source(key: str) -> str:
         return "command line" if key in (overrides or {}) else str(config_path)
 
-    if config.eval_flip:
+    _check_dataset_keys(config, source)
+    if config.eval_flip and config.dataset != "folder":
         from ms_resnet.data import get_dataset_info
 
         if not get_dataset_info(config.dataset).hflip:
@@ -279,6 +336,47 @@ def _check_device_keys(config: Config, source: Callable[[str], str]) -> None:
     if config.device_id is not None and config.distribute:
         raise ConfigError(f"{source('device_id')}: device_id: under distribute msrun gives "
                           "each worker its own device; expected no device_id")
+
+
+def _check_dataset_keys(config: Config, source: Any) -> None:
+    """Keys of the folder dataset, and fine-tuning keys, that must fit together."""
+    from ms_resnet.data import get_dataset_info
+
+    if config.freeze_backbone and not config.pretrained:
+        raise ConfigError(f"{source('freeze_backbone')}: freeze_backbone needs pretrained: "
+                          "a checkpoint to take the backbone from")
+    if config.dataset != "folder":
+        info = get_dataset_info(config.dataset)
+        own = {"in_channels": info.channels, "image_size": info.image_size,
+               "classes": list(info.classes), "mean": list(info.mean), "std": list(info.std),
+               "augmentation": None, "eval_crop": 1.0}
+        for key, value in own.items():
+            given = getattr(config, key)
+            if given is not None and given != value:
+                raise ConfigError(f"{source(key)}: {key}: {given!r} is for --dataset folder; "
+                                  f"{config.dataset} has {value!r} (leave it out)")
+        return
+    if config.in_channels is None:
+        config.in_channels = 3
+    if config.in_channels not in (1, 3):
+        raise ConfigError(f"{source('in_channels')}: in_channels: expected 1 (grey) or 3 (RGB), "
+                          f"got {config.in_channels}")
+    if config.image_size is None:
+        config.image_size = 32
+    if config.augmentation is None:
+        config.augmentation = "crop"
+    for key in ("mean", "std"):
+        values = getattr(config, key)
+        if values is not None and len(values) != config.in_channels:
+            raise ConfigError(f"{source(key)}: {key}: expected {config.in_channels} value(s), "
+                              f"one per channel, got {len(values)}")
+    if config.std is not None and min(config.std) <= 0:
+        raise ConfigError(f"{source('std')}: std: expected values > 0, got {config.std}")
+    if (config.mean is None) != (config.std is None):
+        raise ConfigError(f"{source('mean' if config.std is None else 'std')}: give both mean "
+                          "and std, or neither (then both are computed)")
+    if config.classes is not None and len(config.classes) < 2:
+        raise ConfigError(f"{source('classes')}: classes: expected at least 2 names")
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ms_resnet.config import CommandParser
+from ms_resnet.data.folder import translate_decode_error
 from ms_resnet.data.pipeline import create_dataset
+from ms_resnet.errors import UserError
 from ms_resnet.inference import Classifier, add_device_argument, load_classifier
 
 
@@ -79,11 +81,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     classifier = load_classifier(args.ckpt, args.mindir, args.config,
                                  device_target=args.device_target)
     data_dir = args.data_dir or (classifier.config.data_dir if classifier.config else None)
+    if classifier.folder and not data_dir:
+        raise UserError(f"{classifier.source}: trained on a folder of images; give --data_dir "
+                        "(the folder holding train/ and test/ or val/)")
     data = create_dataset(classifier.dataset, "test", args.batch_size, data_dir=data_dir,
-                          num_samples=args.num_samples)
-    logits, labels, images = run_test_split(classifier, data, keep_images=args.predict)
+                          num_samples=args.num_samples, folder=classifier.folder)
+    with translate_decode_error():
+        logits, labels, images = run_test_split(classifier, data, keep_images=args.predict)
     results = summarize(logits, labels, classifier.classes)
-    print(f"{classifier.source}: {results['num_samples']} test images of {classifier.dataset}: "
+    print(f"{classifier.source}: {results['num_samples']} test images of {classifier.title}: "
           f"test loss {results['loss']:.4f}, test accuracy {results['accuracy']:.2%}")
     for name, accuracy in results["per_class_accuracy"].items():
         print(f"  {name:>14s}: {'n/a' if accuracy is None else f'{accuracy:.2%}'}")

@@ -70,7 +70,7 @@ def export_model(classifier: Classifier, base: Path, file_format: str = "MINDIR"
 
 def sample_test_images(classifier: Classifier, count: int, data_dir: str | None) -> np.ndarray:
     data = create_dataset(classifier.dataset, "test", count, data_dir=data_dir,
-                          num_samples=count)
+                          num_samples=count, folder=classifier.folder)
     return next(data.create_tuple_iterator(num_epochs=1, output_numpy=True))[0]
 
 

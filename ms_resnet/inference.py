@@ -17,7 +17,8 @@ from mindspore import nn
 from ms_resnet.checkpoint import config_for_checkpoint, load_weights
 from ms_resnet.config import DEVICE_TARGETS
 from ms_resnet.cpu_isa import choose_cpu_isa
-from ms_resnet.data import get_dataset_info
+from ms_resnet.data import FOLDER, FolderSpec
+from ms_resnet.dataspec import dataset_info, folder_spec
 from ms_resnet.device import environment_device_id, select_device
 from ms_resnet.errors import CheckpointError, UserError
 from ms_resnet.network import build_network, inference_network
@@ -39,6 +40,9 @@ class Classifier:
     std: tuple[float, ...]
     source: str
     config: Any = None  # the training Config when loaded from a checkpoint
+    folder: FolderSpec | None = None  # for --dataset folder: how its test split is read
+    title: str = ""
+    eval_crop: float = 1.0
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         return self.network(ms.Tensor(np.ascontiguousarray(images, np.float32))).asnumpy()
@@ -49,7 +53,10 @@ class Classifier:
                 "flip_averaged": bool(getattr(self.config, "eval_flip", False)),
                 "input_shape": list(input_shape), "channel_order": "NCHW",
                 "pixel_scale": 1 / 255, "mean": list(self.mean), "std": list(self.std),
-                "classes": list(self.classes)}
+                "classes": list(self.classes), "title": self.title or self.dataset,
+                "eval_crop": self.eval_crop,
+                **({"val_split": self.folder.val_split, "seed": self.folder.seed}
+                   if self.folder else {})}
 
 
 def from_checkpoint(ckpt: Path, config_path: str | None = None,
@@ -61,9 +68,10 @@ def from_checkpoint(ckpt: Path, config_path: str | None = None,
     load_weights(net, ckpt)
     net = inference_network(net, config)
     net.set_train(False)
-    info = get_dataset_info(config.dataset)
+    info = dataset_info(config)
     return Classifier(net, info.name, info.classes, info.channels, info.image_size, info.mean,
-                      info.std, str(ckpt), config)
+                      info.std, str(ckpt), config, folder_spec(config), info.title,
+                      config.eval_crop)
 
 
 def sidecar_path(model_file: Path) -> Path:
@@ -87,8 +95,17 @@ def from_mindir(path: Path, device_target: str | None = None) -> Classifier:
     except (ValueError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"{path}: cannot load ({str(exc).strip().splitlines()[0]})") from None
     _, channels, size, _ = meta["input_shape"]
-    return Classifier(graph, meta["dataset"], tuple(meta["classes"]), channels, size,
-                      tuple(meta["mean"]), tuple(meta["std"]), str(path))
+    classes, mean, std = tuple(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"])
+    eval_crop = float(meta.get("eval_crop", 1.0))
+    folder = None
+    if meta["dataset"] == FOLDER:
+        # Enough to read the test split of a folder again (the folder itself: --data_dir).
+        folder = FolderSpec(classes, channels, size, mean, std, eval_crop,
+                            float(meta.get("val_split", 0.1)), int(meta.get("seed", 42)),
+                            title=str(meta.get("title", FOLDER)))
+    return Classifier(graph, meta["dataset"], classes, channels, size, mean, std, str(path),
+                      folder=folder, title=str(meta.get("title", meta["dataset"])),
+                      eval_crop=eval_crop)
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -118,11 +135,24 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
+def centre_crop(image: Any, size: int, ratio: float) -> Any:
+    """The centre size x size square after scaling the shorter side to size / ratio."""
+    from PIL import Image
+
+    scale = size / ratio / min(image.size)
+    width, height = round(image.width * scale), round(image.height * scale)
+    image = image.resize((width, height), Image.BILINEAR)
+    left, top = (width - size) // 2, (height - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
 def load_image(path: Path, classifier: Classifier, invert: bool = False,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read any PNG/JPEG/... file as the network's normalised CHW input.
 
-    The image is converted to the dataset's channels (grey or RGB) and resized to its size.
+    The image is converted to the dataset's channels (grey or RGB) and resized to its size
+    (with eval_crop < 1: shorter side to size / eval_crop, then the centre square, as in
+    evaluation).
     Images above `max_pixels` are refused from their header, before being decoded.
     """
     from PIL import Image, UnidentifiedImageError
@@ -139,6 +169,8 @@ def load_image(path: Path, classifier: Classifier, invert: bool = False,
                                 f"the limit of {max_pixels} pixels (--max_pixels)")
             image = image.convert("L" if classifier.channels == 1 else "RGB")
             size = (classifier.image_size, classifier.image_size)
+            if classifier.eval_crop < 1.0:
+                image = centre_crop(image, classifier.image_size, classifier.eval_crop)
             pixels = np.asarray(image.resize(size, Image.BILINEAR), np.float32)
     except (UnidentifiedImageError, OSError) as exc:
         raise UserError(f"{path}: not a readable image ({exc})") from None

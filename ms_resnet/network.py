@@ -7,12 +7,12 @@ import numpy as np
 from mindspore import nn
 
 from ms_resnet.config import Config
-from ms_resnet.data import get_dataset_info
+from ms_resnet.dataspec import dataset_info
 from ms_resnet.models import FlipAverage, create_model
 
 
 def build_network(config: Config) -> nn.Cell:
-    info = get_dataset_info(config.dataset)
+    info = dataset_info(config)
     kwargs = {"zero_init_residual": config.zero_init_residual}
     if config.shortcut:
         kwargs["shortcut"] = config.shortcut

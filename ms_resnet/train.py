@@ -15,7 +15,12 @@ from mindspore import nn
 from mindspore.train import Accuracy, Model
 
 from ms_resnet.callbacks import EvalCheckpoint, MeanLoss, ProgressBar, StopSignal
-from ms_resnet.checkpoint import load_training_state, read_extras
+from ms_resnet.checkpoint import (
+    freeze_backbone,
+    load_pretrained,
+    load_training_state,
+    read_extras,
+)
 from ms_resnet.config import (
     CommandParser,
     Config,
@@ -25,7 +30,8 @@ from ms_resnet.config import (
     parse_config_args,
     save_config,
 )
-from ms_resnet.data.pipeline import create_dataset
+from ms_resnet.data.folder import translate_decode_error
+from ms_resnet.dataspec import complete_folder_config, create_split
 from ms_resnet.device import amp_workspace, apply_jit_level, device_summary, model_options
 from ms_resnet.ema import WeightAverage
 from ms_resnet.errors import UserError
@@ -101,20 +107,27 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     if is_main:
         _prepare_output(ckpt_dir, resume is not None, overwrite)
     shards = {"num_shards": workers, "shard_id": rank} if workers > 1 else {}
-    train_data = create_dataset(config.dataset, "train", config.batch_size,
-                                data_dir=config.data_dir, augment=config.augment,
-                                random_erasing=config.random_erasing,
-                                num_samples=config.num_samples,
-                                num_parallel_workers=config.num_parallel_workers, **shards)
-    test_data = create_dataset(config.dataset, "test", config.eval_batch_size,
-                               data_dir=config.data_dir, num_samples=config.eval_num_samples,
-                               num_parallel_workers=config.num_parallel_workers)
+    complete_folder_config(config)  # --dataset folder: class names, mean/std from the folder
+    train_data = create_split(config, "train", config.batch_size, augment=config.augment,
+                              random_erasing=config.random_erasing,
+                              num_samples=config.num_samples,
+                              num_parallel_workers=config.num_parallel_workers, **shards)
+    test_data = create_split(config, "test", config.eval_batch_size,
+                             num_samples=config.eval_num_samples,
+                             num_parallel_workers=config.num_parallel_workers)
     steps = train_data.get_dataset_size()
     if steps == 0:
         raise UserError(f"batch_size {config.batch_size} is larger than the training set; "
                         "lower --batch_size or raise --num_samples")
 
-    net = apply_jit_level(build_network(config), config)
+    net = build_network(config)
+    if config.pretrained and resume is None:
+        reinitialised = load_pretrained(net, Path(config.pretrained), config.model)
+        print(f"pretrained {config.pretrained}: re-initialised (shape differs): "
+              f"{', '.join(reinitialised) or 'none'}", flush=True)
+    if config.freeze_backbone:
+        print(f"freeze_backbone: training only {', '.join(freeze_backbone(net))}", flush=True)
+    net = apply_jit_level(net, config)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     with amp_workspace(config):
         model = Model(net, loss_fn=loss_fn,
@@ -188,9 +201,10 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
             config.epochs, metrics, stop, f"python train.py --resume {ckpt_dir / 'last.ckpt'}",
             save_config_once, is_main)
         callbacks = [progress, *([averager] if averager else []), evaluator]
-        model.train(config.epochs, train_data, callbacks=callbacks,
-                    dataset_sink_mode=config.dataset_sink_mode, sink_size=config.sink_size,
-                    initial_epoch=epochs_done)
+        with translate_decode_error():
+            model.train(config.epochs, train_data, callbacks=callbacks,
+                        dataset_sink_mode=config.dataset_sink_mode, sink_size=config.sink_size,
+                        initial_epoch=epochs_done)
     if workers > 1:
         print(f"rank {rank}: trainable parameter sha256 {parameter_digest(net)}", flush=True)
     if not is_main:
@@ -256,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, overrides = parse_config_args(build_parser(), argv)
     config = build_config(args.config, overrides)
     resume = None
+    if args.resume and "pretrained" in overrides:
+        raise ConfigError("command line: --pretrained starts a new run from a checkpoint's "
+                          "weights and --resume continues an interrupted one; give only one")
     if args.resume:
         resume = (Path(config.ckpt_dir) / "last.ckpt" if args.resume == "auto"
                   else Path(args.resume))

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ms_resnet.config import CommandParser
+from ms_resnet.data import FOLDER
 from ms_resnet.errors import UserError
 
 INFERENCE_DIR = Path(__file__).resolve().parents[1] / "inference"
@@ -68,6 +69,37 @@ def exported_model(ckpt_dir: Path, config_path: str | None = None) -> tuple[Path
     return mindir, sidecar
 
 
+def folder_examples(ckpt_dir: Path, target: Path, per_class: int = 1,
+                    max_classes: int = 10) -> list[Path]:
+    """For a model trained on a folder of images: the first test image of each class (up to
+    `max_classes`), as PNG files named after the class, if the training folder is still
+    where config.yaml says; nothing otherwise (the app then shows no examples)."""
+    import yaml
+    from PIL import Image
+
+    from ms_resnet.data.folder import scan_folder
+
+    try:
+        config = yaml.safe_load((ckpt_dir / "config.yaml").read_text(encoding="utf-8"))
+        layout = scan_folder(Path(config["data_dir"]))
+    except (OSError, KeyError, TypeError, yaml.YAMLError, UserError):
+        return []
+    files = layout.eval_files or layout.train
+    written = []
+    for name in layout.classes[:max_classes]:
+        folder = (layout.eval_dir or layout.root / "train") / name
+        for source in [f for f in files if f.parent == folder][:per_class]:
+            path = target / f"{name}_{source.stem}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with Image.open(source) as image:
+                    image.save(path)
+            except OSError as exc:
+                raise UserError(f"cannot write {path}: {exc}") from None
+            written.append(path)
+    return written
+
+
 def default_repo(sidecar: dict) -> str:
     name = "_".join(str(sidecar.get(k)) for k in ("model", "dataset") if sidecar.get(k))
     return f"{PLACEHOLDER_OWNER}/ms_resnet_{name or 'model'}"
@@ -111,6 +143,9 @@ def pack(ckpt_dir: Path, out: Path, repo: str | None = None,
         shutil.rmtree(app_dir / "examples" / dataset, ignore_errors=True)
         for image in sorted(examples.glob("*.png")):
             _copy(image, app_dir / "examples" / dataset / image.name)
+    elif dataset == FOLDER:
+        shutil.rmtree(app_dir / "examples" / dataset, ignore_errors=True)
+        folder_examples(ckpt_dir, app_dir / "examples" / dataset)
     config = {"model_path": [f"{repo}/{name}" for name in MODEL_FILES]}
     (app_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return config

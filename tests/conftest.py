@@ -82,3 +82,36 @@ def mnist_run(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     assert result.returncode == 0, result.stderr[-3000:]
     return {"dir": ckpt_dir, "stdout": result.stdout, "stderr": result.stderr,
             "metrics": json.loads((ckpt_dir / "metrics.json").read_text())}
+
+
+DIGIT_FOLDERS = ("one", "seven", "zero")  # sorted: the class order of the folder dataset
+
+
+@pytest.fixture(scope="session")
+def digit_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real MNIST digits 0, 1 and 7 of mnist_small as PNG/JPEG/BMP files of mixed sizes (28-64
+    px) and modes (grey, tinted RGB): DIR/train/{zero,one,seven}/ (60 each) and test/ (20 each),
+    written by scripts/make_image_folder.py."""
+    folder = tmp_path_factory.mktemp("digits") / "digits"
+    result = run_command("scripts/make_image_folder.py", str(folder), "--source",
+                         str(MNIST_SMALL), "--classes", "0,1,7", "--names", "zero,one,seven",
+                         "--train_per_class", "60", "--test_per_class", "20",
+                         "--train_offset", "0", "--test_offset", "0")
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.fixture(scope="session")
+def folder_run(digit_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """fast_resnet8 trained by train.py on digit_folder (`--dataset folder`, grey 28x28) for 6
+    short epochs; its folder holds best.ckpt, best.mindir + best.json, metrics.json and
+    config.yaml."""
+    ckpt_dir = tmp_path_factory.mktemp("folder_run")
+    result = run_command("train.py", "--config", "configs/own_images.yaml", "--data_dir",
+                         str(digit_folder), "--ckpt_dir", str(ckpt_dir), "--augmentation",
+                         "crop", "--batch_size", "20", "--epochs", "6", "--optimizer", "adam",
+                         "--lr", "0.003", "--weight_decay", "0", "--num_parallel_workers", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"dir": ckpt_dir, "stdout": result.stdout, "stderr": result.stderr,
+            "data": digit_folder,
+            "metrics": json.loads((ckpt_dir / "metrics.json").read_text())}

@@ -5,6 +5,7 @@ XiHe's inference runtime starts it (the files named in config.json beside app.py
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -53,14 +54,13 @@ def http_ok(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def xihe_app(mnist_run: dict, tmp_path_factory: pytest.TempPathFactory):
+def serve_app(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """inference/ copied as XiHe's runtime has it, the model files from config.json beside
     app.py, and `python3 app.py` run from there on a free local port; stopped afterwards."""
     folder = tmp_path_factory.mktemp("xihe") / "inference"
     shutil.copytree(INFERENCE, folder, ignore=shutil.ignore_patterns("__pycache__"))
     for name in model_file_names():
-        shutil.copyfile(mnist_run["dir"] / name, folder / name)
+        shutil.copyfile(model_dir / name, folder / name)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MS_RESNET_MODEL"}
     env.update(PORT=str(port), GRADIO_ANALYTICS_ENABLED="False", NO_PROXY=LOCAL, no_proxy=LOCAL,
@@ -93,6 +93,11 @@ def xihe_app(mnist_run: dict, tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop("NO_PROXY", None)
         else:
             os.environ["NO_PROXY"] = saved_no_proxy
+
+
+@pytest.fixture(scope="module")
+def xihe_app(mnist_run: dict, tmp_path_factory: pytest.TempPathFactory):
+    yield from serve_app(mnist_run["dir"], tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -193,25 +198,26 @@ def small_png(source: Path, target: Path) -> None:
     image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
 
 
-def test_real_browser_uploads_a_digit_and_reads_the_label(xihe_app: dict,
-                                                          tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+@contextlib.contextmanager
+def browser_page(url: str, tmp_path: Path):
+    """The system's headless Chromium on `url`, allowed to load nothing but the app itself;
+    yields the page and the list of blocked URLs."""
+    from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).is_file(), "this test drives the system's Chromium, which is missing: " \
         "install it (Debian/Ubuntu: apt-get install chromium), as the README's Quick start says"
     blocked: list[str] = []
 
     def local_only(route) -> None:  # the page may use nothing but the app itself
-        url = route.request.url
-        if url.startswith(("data:", "blob:")) or urlparse(url).hostname == LOCAL:
+        request_url = route.request.url
+        if request_url.startswith(("data:", "blob:")) or urlparse(request_url).hostname == LOCAL:
             route.continue_()
         else:
-            blocked.append(url)
+            blocked.append(request_url)
             route.abort()
 
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-    raw = tmp_path / "screenshot.png"
     with sync_playwright() as playwright:
         # A fresh profile: launch_persistent_context passes it as --user-data-dir.
         browser = playwright.chromium.launch_persistent_context(
@@ -220,35 +226,51 @@ def test_real_browser_uploads_a_digit_and_reads_the_label(xihe_app: dict,
         try:
             browser.route("**/*", local_only)
             page = browser.pages[0] if browser.pages else browser.new_page()
-            page.goto(xihe_app["url"], wait_until="domcontentloaded", timeout=60_000)
-            page.locator("#upload-image input[type=file]").set_input_files(str(SEVEN))
-            # The preview shows once the file has reached the server; a click before that
-            # classifies no image (seen once in CI: "No image: upload an image ...").
-            expect(page.locator("#upload-image img")).to_be_visible(timeout=30_000)
-            page.locator("#classify-button").click()
-            prediction = page.locator("#prediction [data-testid='label-output-value']")
-            expect(prediction).to_have_text("7", timeout=60_000)
-            details = page.locator("#details textarea").input_value()
-            assert details.startswith("28x28 image, not inverted"), details
-            page.screenshot(path=str(raw), full_page=True)
-
-            # Draw a "1" on the sketchpad with the mouse and classify the drawing.
-            page.get_by_role("tab", name="Draw").click()
-            canvas = page.locator("#sketchpad canvas").last
-            expect(canvas).to_be_visible(timeout=10_000)
-            box = canvas.bounding_box()
-            x = box["x"] + box["width"] / 2
-            page.mouse.move(x, box["y"] + box["height"] * 0.2)
-            page.mouse.down()
-            for step in range(1, 21):
-                page.mouse.move(x, box["y"] + box["height"] * (0.2 + 0.03 * step))
-            page.mouse.up()
-            page.locator("#classify-drawing-button").click()
-            expect(page.locator("#details textarea")).to_have_value(
-                re.compile("inverted .light background., cropped and centred"), timeout=60_000)
-            expect(prediction).to_have_text("1")
+            page.goto(url, wait_until="domcontentloaded", timeout=60_000)
+            yield page, blocked
         finally:
             browser.close()
+
+
+def upload_and_classify(page, image: Path):
+    """Upload `image`, click Classify; return the prediction's locator."""
+    from playwright.sync_api import expect
+
+    page.locator("#upload-image input[type=file]").set_input_files(str(image))
+    # The preview shows once the file has reached the server; a click before that
+    # classifies no image (seen once in CI: "No image: upload an image ...").
+    expect(page.locator("#upload-image img")).to_be_visible(timeout=30_000)
+    page.locator("#classify-button").click()
+    return page.locator("#prediction [data-testid='label-output-value']")
+
+
+def test_real_browser_uploads_a_digit_and_reads_the_label(xihe_app: dict,
+                                                          tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    raw = tmp_path / "screenshot.png"
+    with browser_page(xihe_app["url"], tmp_path) as (page, blocked):
+        prediction = upload_and_classify(page, SEVEN)
+        expect(prediction).to_have_text("7", timeout=60_000)
+        details = page.locator("#details textarea").input_value()
+        assert details.startswith("28x28 image, not inverted"), details
+        page.screenshot(path=str(raw), full_page=True)
+
+        # Draw a "1" on the sketchpad with the mouse and classify the drawing.
+        page.get_by_role("tab", name="Draw").click()
+        canvas = page.locator("#sketchpad canvas").last
+        expect(canvas).to_be_visible(timeout=10_000)
+        box = canvas.bounding_box()
+        x = box["x"] + box["width"] / 2
+        page.mouse.move(x, box["y"] + box["height"] * 0.2)
+        page.mouse.down()
+        for step in range(1, 21):
+            page.mouse.move(x, box["y"] + box["height"] * (0.2 + 0.03 * step))
+        page.mouse.up()
+        page.locator("#classify-drawing-button").click()
+        expect(page.locator("#details textarea")).to_have_value(
+            re.compile("inverted .light background., cropped and centred"), timeout=60_000)
+        expect(prediction).to_have_text("1")
     small_png(raw, tmp_path / "xihe_app.png")
     size = (tmp_path / "xihe_app.png").stat().st_size
     assert size < 200_000, f"screenshot is {size} bytes"
@@ -342,3 +364,39 @@ def test_xihe_pack_errors_are_one_line(args: list[str], message: str, tmp_path: 
                          env={"PYTHONPATH": str(ROOT)})
     assert result.returncode == 2
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.fixture(scope="module")
+def folder_app(folder_run: dict, tmp_path_factory: pytest.TempPathFactory):
+    yield from serve_app(folder_run["dir"], tmp_path_factory)
+
+
+def test_real_browser_shows_the_class_names_of_a_folder_trained_model(folder_app: dict,
+                                                                       folder_run: dict,
+                                                                       tmp_path: Path) -> None:
+    """A model trained with --dataset folder (folders one/seven/zero of real MNIST digits)
+    serves its folder names: the label the browser shows is a folder name."""
+    from playwright.sync_api import expect
+
+    seven = min((folder_run["data"] / "test" / "seven").iterdir())
+    with browser_page(folder_app["url"], tmp_path) as (page, blocked):
+        expect(page.get_by_text("fast_resnet8 · digits").first).to_be_visible(timeout=30_000)
+        prediction = upload_and_classify(page, seven)
+        expect(prediction).to_have_text("seven", timeout=60_000)
+        names = page.locator("#prediction").inner_text()
+        assert {"one", "zero"} <= set(names.split()), names
+    assert not [u for u in blocked if "/gradio_api/" in u or "/file=" in u], blocked
+
+
+def test_xihe_pack_of_a_folder_model_ships_one_example_per_class(folder_run: dict,
+                                                                  tmp_path: Path) -> None:
+    out = tmp_path / "xihe"
+    result = run_command("-m", "ms_resnet", "xihe-pack", "--ckpt_dir", str(folder_run["dir"]),
+                         "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads((out / "model" / "best.json").read_text(encoding="utf-8"))
+    assert sidecar["classes"] == ["one", "seven", "zero"] and sidecar["title"] == "digits"
+    examples = sorted(p.name.split("_")[0] for p in (out / "inference" / "examples" /
+                                                     "folder").glob("*.png"))
+    assert examples == ["one", "seven", "zero"]
+    assert "3 example images" in result.stdout

@@ -9,6 +9,14 @@ import mindspore as ms
 import mindspore.dataset as ds
 from mindspore.dataset import transforms, vision
 
+from ms_resnet.data.folder import (
+    FOLDER,
+    FolderSpec,
+    check_images,
+    folder_reader,
+    folder_transforms,
+    scan_folder,
+)
 from ms_resnet.data.prepare import prepare_split, resolve_data_dir
 from ms_resnet.data.registry import DatasetInfo, get_dataset_info
 
@@ -57,19 +65,33 @@ def create_dataset(dataset: str, split: str, batch_size: int, *,
                    augment: bool = True, random_erasing: float = 0.0,
                    num_samples: int | None = None,
                    num_shards: int | None = None, shard_id: int | None = None,
-                   num_parallel_workers: int = 2) -> ds.Dataset:
+                   num_parallel_workers: int = 2,
+                   folder: FolderSpec | None = None) -> ds.Dataset:
     """Build the batched pipeline for one split.
+
+    `dataset` "folder" reads your own images from `data_dir` as `folder` describes them (class
+    order, channels, size, normalisation, augmentation; see ms_resnet.data.folder).
 
     `train` (default: split == "train") turns on shuffling, augmentation and dropping the last
     partial batch, which keeps every training step the same shape so the graph compiles once.
     `random_erasing` is the probability of erasing a rectangle of a training image.
     """
-    info = get_dataset_info(dataset)
     train = split == "train" if train is None else train
-    folder = prepare_split(info, resolve_data_dir(dataset, data_dir), split)
-    data = _reader(info, folder, split, train, num_samples, num_shards, shard_id,
-                   num_parallel_workers)
-    data = data.map(operations=image_transforms(info, train, augment), input_columns="image",
+    if dataset == FOLDER:
+        if folder is None:
+            raise ValueError("dataset 'folder' needs its FolderSpec")
+        layout = scan_folder(resolve_data_dir(dataset, data_dir))
+        check_images(layout.root, layout.train + layout.eval_files)
+        data = folder_reader(layout, split, folder, train, num_samples, num_shards, shard_id,
+                             num_parallel_workers)
+        ops = folder_transforms(folder, train, augment)
+    else:
+        info = get_dataset_info(dataset)
+        reader_dir = prepare_split(info, resolve_data_dir(dataset, data_dir), split)
+        data = _reader(info, reader_dir, split, train, num_samples, num_shards, shard_id,
+                       num_parallel_workers)
+        ops = image_transforms(info, train, augment)
+    data = data.map(operations=ops, input_columns="image",
                     num_parallel_workers=num_parallel_workers)
     if train and augment and random_erasing:
         # RandomErasing is a Python op drawing from Python's global RNG: one worker keeps the

@@ -1,0 +1,324 @@
+"""Your own images: a folder of class folders, read by `mindspore.dataset.ImageFolderDataset`.
+
+    DIR/train/<class>/*.png|jpg|jpeg|bmp     the class names are the folder names, sorted
+    DIR/test/<class>/...  (or DIR/val/...)   optional; else `val_split` of train/ is held out
+
+Images are decoded on the fly (nothing is preloaded), converted to grey or RGB and resized.
+Before the first read every file's header (and, for JPEG and PNG, its end marker) is checked
+once: MindSpore's decoder can take the whole process down on a truncated file (a floating-point
+exception in libjpeg) instead of raising, so a damaged image is fatal here, named, up front. The
+result of the check and the per-channel mean/std of the training images are cached under
+$MS_RESNET_CACHE, keyed by the folder, so they are computed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mindspore.dataset as ds
+import numpy as np
+from mindspore.dataset import vision
+
+from ms_resnet.data.prepare import cache_root
+from ms_resnet.data.registry import DatasetInfo
+from ms_resnet.errors import DataError
+
+FOLDER = "folder"
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+# ImageFolderDataset compares extensions case-sensitively.
+_READER_EXTENSIONS = [*EXTENSIONS, *(e.upper() for e in EXTENSIONS)]
+EVAL_FOLDERS = ("test", "val")
+AUGMENTATIONS = ("none", "crop", "flip", "crop_flip", "resized_crop", "resized_crop_flip")
+STATS_SAMPLE = 2000  # images the mean/std are computed from (all of them if fewer)
+
+
+@dataclass(frozen=True)
+class FolderSpec:
+    """How a folder-trained model sees its images: everything but the folder itself, so that
+    the saved config (or the MindIR sidecar) describes the model without the training data."""
+
+    classes: tuple[str, ...]
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    eval_crop: float = 1.0
+    val_split: float = 0.1
+    seed: int = 42
+    augmentation: str = "crop"
+    title: str = "images"
+
+    def info(self) -> DatasetInfo:
+        """The registry-style description used for display and metadata."""
+        return DatasetInfo(name=FOLDER, title=self.title, reader="ImageFolderDataset",
+                           layout=FOLDER, channels=self.channels, image_size=self.image_size,
+                           mean=self.mean, std=self.std, classes=self.classes, files=(),
+                           hflip="flip" in self.augmentation,
+                           crop_padding=crop_padding(self.image_size), homepage="")
+
+
+@dataclass
+class FolderLayout:
+    """What `scan_folder` found: the class names and the image files of each split."""
+
+    root: Path
+    classes: tuple[str, ...]
+    train: list[Path] = field(default_factory=list)
+    eval_dir: Path | None = None
+    eval_files: list[Path] = field(default_factory=list)
+
+
+def crop_padding(image_size: int) -> int:
+    """Padding of the random crop: 1/8 of the side, as CIFAR's 4 pixels for 32."""
+    return max(1, image_size // 8)
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
+
+
+def _class_files(split_dir: Path) -> dict[str, list[Path]]:
+    """{class folder: its image files, sorted}, checking what a user may get wrong."""
+    entries = sorted(split_dir.iterdir())
+    loose = [p.name for p in entries if p.is_file() and _is_image(p)]
+    if loose:
+        raise DataError(f"{split_dir}: holds images ({loose[0]}, ...) directly; put each image "
+                        f"in a folder named after its class ({split_dir}/<class>/{loose[0]})")
+    classes = {}
+    for folder in (p for p in entries if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in folder.iterdir() if p.is_file() and _is_image(p))
+        if not files:
+            raise DataError(f"{folder}: empty class folder (no {'/'.join(EXTENSIONS)} files); "
+                            "add images or remove the folder")
+        classes[folder.name] = files
+    return classes
+
+
+def scan_folder(root: Path) -> FolderLayout:
+    """Check DIR/train/<class>/ (and test/ or val/) and list the image files."""
+    if not root.is_dir():
+        raise DataError(f"--data_dir {root}: folder not found (expected {root}/train/<class>/)")
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        loose = [p.name for p in sorted(root.iterdir()) if p.is_file() and _is_image(p)]
+        what = f"it holds images ({loose[0]}, ...) directly" if loose else "no train/ folder"
+        raise DataError(f"{root}: {what}; expected {root}/train/<class>/<image> "
+                        "(and optionally test/<class>/ or val/<class>/)")
+    train = _class_files(train_dir)
+    if len(train) < 2:
+        found = f"only the class '{next(iter(train))}'" if train else "no class folders"
+        raise DataError(f"{train_dir}: {found}; a classifier needs at least 2 class folders")
+    classes = tuple(train)
+    layout = FolderLayout(root, classes, [f for files in train.values() for f in files])
+    eval_dir = next((root / n for n in EVAL_FOLDERS if (root / n).is_dir()), None)
+    if eval_dir is not None:
+        evaluated = _class_files(eval_dir)
+        unknown = [name for name in evaluated if name not in train]
+        if unknown:
+            raise DataError(f"{eval_dir / unknown[0]}: class '{unknown[0]}' is not in "
+                            f"{train_dir} (its classes: {', '.join(classes)})")
+        layout.eval_dir = eval_dir
+        layout.eval_files = [f for name in classes for f in evaluated.get(name, [])]
+    return layout
+
+
+def cache_dir(root: Path) -> Path:
+    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+    path = cache_root() / f"folder-{key}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _signature(files: list[Path]) -> str:
+    """Changes when a file is added, removed or rewritten."""
+    digest = hashlib.sha1()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def image_problem(path: Path) -> str | None:
+    """Why `path` is not a readable image (None if its header and end look right).
+
+    Reads the header with Pillow and, for JPEG and PNG, looks for the end marker among the
+    last bytes: a truncated download or copy, the common damage, loses it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "empty file"
+        with Image.open(path) as image:
+            kind, (width, height) = image.format, image.size
+        with open(path, "rb") as f:
+            f.seek(max(0, size - 1024))
+            tail = f.read()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        return f"not a readable image ({exc})"
+    if width < 1 or height < 1:
+        return f"{width}x{height} image"
+    if kind == "JPEG" and b"\xff\xd9" not in tail:
+        return "truncated JPEG (no end-of-image marker)"
+    if kind == "PNG" and b"IEND" not in tail:
+        return "truncated PNG (no IEND chunk)"
+    return None
+
+
+def check_images(root: Path, files: list[Path]) -> None:
+    """Raise DataError naming the first damaged image; checked once per folder content."""
+    cache = cache_dir(root) / "checked.json"
+    signature = _signature(files)
+    if _read_cache(cache).get("signature") == signature:
+        return
+    bad = [(path, problem) for path in files if (problem := image_problem(path))]
+    if bad:
+        more = f" (and {len(bad) - 1} more damaged files)" if len(bad) > 1 else ""
+        raise DataError(f"{bad[0][0]}: {bad[0][1]}{more}; damaged images are not skipped: "
+                        "delete or replace them")
+    _write_cache(cache, {"signature": signature, "files": len(files)})
+
+
+def _to_channels(channels: int) -> list:
+    # Decode always gives 8-bit RGB (grey, palette, RGBA, 16-bit and CMYK files included).
+    return [vision.Decode()] + ([vision.ConvertColor(vision.ConvertMode.COLOR_RGB2GRAY)]
+                                if channels == 1 else [])
+
+
+def _to_tensor(spec: FolderSpec) -> list:
+    # ToTensor gives CHW float 0..1, also for the 2-D array that grey conversion leaves.
+    return [vision.ToTensor(), vision.Normalize(mean=list(spec.mean), std=list(spec.std),
+                                                is_hwc=False)]
+
+
+def eval_resize(image_size: int, eval_crop: float) -> list:
+    """Evaluation: the whole image resized to the square input (as `ms-resnet predict` and the
+    XiHe app do), or, with eval_crop < 1, the shorter side resized to image_size / eval_crop
+    and the centre cropped (ImageNet: 256 -> 224)."""
+    if eval_crop >= 1.0:
+        return [vision.Resize((image_size, image_size))]
+    return [vision.Resize(round(image_size / eval_crop)), vision.CenterCrop(image_size)]
+
+
+def folder_transforms(spec: FolderSpec, train: bool, augment: bool = True) -> list:
+    """Per-image ops from an encoded file to a normalised CHW float32 array."""
+    size, how = spec.image_size, spec.augmentation if (train and augment) else "none"
+    ops = _to_channels(spec.channels)
+    if how.startswith("resized_crop"):
+        ops.append(vision.RandomResizedCrop(size))
+    elif train and augment:
+        ops.append(vision.Resize((size, size)))
+    else:
+        ops += eval_resize(size, spec.eval_crop)
+    if how in ("crop", "crop_flip"):
+        ops.append(vision.RandomCrop(size, padding=crop_padding(size)))
+    if how.endswith("flip"):
+        ops.append(vision.RandomHorizontalFlip())
+    return ops + _to_tensor(spec)
+
+
+def holdout(count: int, val_split: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) indices of `count` files: a seeded shuffle, the same every run."""
+    order = np.random.default_rng(seed).permutation(count)
+    held = max(1, round(count * val_split)) if val_split > 0 else 0
+    return sorted(order[held:].tolist()), sorted(order[:held].tolist())
+
+
+def split_source(layout: FolderLayout, split: str, spec: FolderSpec) -> tuple[Path, list[int]]:
+    """The folder ImageFolderDataset reads for `split`, and the indices (in its sorted order)
+    of the files that belong to the split."""
+    if split == "train" or layout.eval_dir is None:
+        if split != "train" and spec.val_split <= 0:
+            raise DataError(f"{layout.root}: no test/ or val/ folder, and val_split is 0; add "
+                            "one, or hold out part of train/ with --val_split 0.1")
+        kept, held = holdout(len(layout.train), spec.val_split if layout.eval_dir is None
+                             else 0.0, spec.seed)
+        return layout.root / "train", kept if split == "train" else held
+    return layout.eval_dir, list(range(len(layout.eval_files)))
+
+
+def folder_reader(layout: FolderLayout, split: str, spec: FolderSpec, shuffle: bool,
+                  num_samples: int | None = None, num_shards: int | None = None,
+                  shard_id: int | None = None, workers: int = 2) -> ds.Dataset:
+    """ImageFolderDataset (encoded bytes) over one split, with the class order of `spec`."""
+    folder, indices = split_source(layout, split, spec)
+    if not indices:
+        raise DataError(f"{folder}: no images in the {split} split")
+    if num_samples and num_samples < len(indices):
+        # A seeded random subset: the files are sorted by class, so "the first N" would drop
+        # whole classes.
+        picked = np.random.default_rng(spec.seed + 1).permutation(len(indices))[:num_samples]
+        indices = sorted(indices[i] for i in picked)
+    if num_shards:
+        indices = indices[shard_id::num_shards]
+    sampler = ds.SubsetRandomSampler(indices) if shuffle else ds.SubsetSampler(indices)
+    return ds.ImageFolderDataset(str(folder), decode=False, extensions=_READER_EXTENSIONS,
+                                 class_indexing={name: i for i, name in enumerate(spec.classes)},
+                                 sampler=sampler, num_parallel_workers=workers)
+
+
+def compute_stats(layout: FolderLayout, channels: int, image_size: int, seed: int,
+                  workers: int = 2) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (0..1 scale) of up to STATS_SAMPLE training images, as the
+    network sees them (converted and resized); cached per folder, channels and size."""
+    cache = cache_dir(layout.root) / f"stats-{channels}x{image_size}.json"
+    signature = _signature(layout.train)
+    saved = _read_cache(cache)
+    if saved.get("signature") == signature:
+        return tuple(saved["mean"]), tuple(saved["std"])
+    count = len(layout.train)
+    sample = sorted(np.random.default_rng(seed).permutation(count)[:STATS_SAMPLE].tolist())
+    reader = ds.ImageFolderDataset(str(layout.root / "train"), decode=False,
+                                   extensions=_READER_EXTENSIONS,
+                                   sampler=ds.SubsetSampler(sample), num_parallel_workers=workers)
+    ops = _to_channels(channels) + eval_resize(image_size, 1.0) + [vision.ToTensor()]
+    data = reader.map(operations=ops, input_columns="image", num_parallel_workers=workers)
+    total, squares, pixels = np.zeros(channels), np.zeros(channels), 0
+    for (image,) in data.create_tuple_iterator(columns=["image"], num_epochs=1,
+                                                output_numpy=True):
+        flat = image.reshape(channels, -1).astype(np.float64)
+        total += flat.sum(axis=1)
+        squares += (flat ** 2).sum(axis=1)
+        pixels += flat.shape[1]
+    mean = total / pixels
+    std = np.sqrt(np.maximum(squares / pixels - mean ** 2, 1e-12))
+    result = tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+    _write_cache(cache, {"signature": signature, "images": len(sample), "mean": result[0],
+                         "std": result[1]})
+    return result
+
+
+@contextmanager
+def translate_decode_error() -> Iterator[None]:
+    """An image that passed the up-front check but fails to decode mid-epoch: MindSpore raises
+    a RuntimeError whose message names the file; make it one DataError line."""
+    try:
+        yield
+    except RuntimeError as exc:
+        match = re.search(r"The corresponding data file is: (.+?)\. (.*)", str(exc))
+        if not match:
+            raise
+        reason = match.group(2).split(" Dump the abnormal image")[0].strip().rstrip(".")
+        raise DataError(f"{match.group(1)}: cannot be decoded ({reason}); damaged images are "
+                        "not skipped: delete or replace it") from None
