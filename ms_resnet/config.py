@@ -69,8 +69,9 @@ class Config:
     # model
     model: str = _field("resnet20", "network name (see `ms-resnet models`)", _model_names)
     shortcut: str | None = _field(
-        None, "shortcut for changing shapes: A = zero padding, B = 1x1 conv (default: the model's)",
-        ["A", "B"])
+        None, "shortcut for changing shapes: A = zero padding, B = 1x1 conv (default: the model's);"
+        " none = no shortcut at all, a plain network (He et al. 2016's baseline)",
+        ["A", "B", "none"])
     zero_init_residual: bool = _field(False, "start each residual branch's last BN gamma at 0")
     # optimizer
     optimizer: str = _field("momentum", "optimizer", ["momentum", "adam"])
@@ -119,7 +120,9 @@ def parse_value(key: str, raw: Any, source: str) -> Any:
     field = FIELDS[key]
     type_name, optional = _base_type(field)
     where = f"{source}: {key}"
-    if raw is None or (isinstance(raw, str) and raw.strip().lower() in _NULLS):
+    # A choice spelled like a null (shortcut: none) is that choice, not the default.
+    is_choice = isinstance(raw, str) and raw.strip() in (_choices(field) or ())
+    if raw is None or (not is_choice and isinstance(raw, str) and raw.strip().lower() in _NULLS):
         if optional:
             return None
         raise ConfigError(f"{where}: a value is required ({type_name})")
@@ -214,6 +217,11 @@ def build_config(config_path: str | Path | None = None,
     if config.random_erasing and not config.augment:
         raise ConfigError(f"{source('random_erasing')}: random_erasing: {config.random_erasing} "
                           "needs augment: true; expected 0.0 without augmentation")
+    if config.shortcut == "none" and config.zero_init_residual:
+        where = source("zero_init_residual" if "zero_init_residual" in (overrides or {})
+                       else "shortcut")
+        raise ConfigError(f"{where}: zero_init_residual: true needs a shortcut; with shortcut: "
+                          "none (a plain network) every block would start at zero; expected false")
     if config.ckpt_dir is None:
         name = Path(config_path).stem if config_path else config.dataset
         config.ckpt_dir = str(Path("ckpt") / name)

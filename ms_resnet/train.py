@@ -32,6 +32,7 @@ from ms_resnet.errors import UserError
 from ms_resnet.network import build_network, inference_network
 from ms_resnet.optim import create_optimizer
 from ms_resnet.runtime import machine_description, parameter_digest, set_up_context
+from ms_resnet.train_accuracy import COUNTER_NAMES, CountingLoss
 
 DEFAULT_CONFIG = "configs/mnist.yaml"
 # Keys that may differ when resuming: where things are, not what is trained.
@@ -109,7 +110,8 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
                         "lower --batch_size or raise --num_samples")
 
     net = build_network(config)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    # The loss also counts the training batches' correct predictions (train_accuracy).
+    loss_fn = CountingLoss(nn.CrossEntropyLoss(label_smoothing=config.label_smoothing))
     model = Model(net, loss_fn=loss_fn, optimizer=create_optimizer(net, config, steps, workers))
     # What is evaluated, saved to best.ckpt (`best_state`) and to last.ckpt (`training_state`).
     evaluated_net, best_state, training_state = net, net, model.train_network
@@ -127,16 +129,18 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
               "machine": machine_description(), "onednn_isa": cpu_isa.summary(),
               "workers": workers,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    epochs_done, first_step, first_loss_sum = 0, 0, 0.0
+    epochs_done, first_step, first_loss_sum, counts_known = 0, 0, 0.0, True
     if resume is None:
         metrics = dict(header, best_accuracy=None, best_epoch=None, epochs=[])
     else:
-        state = load_training_state(model.train_network, resume)
+        state = load_training_state(model.train_network, resume, optional=COUNTER_NAMES)
         if averager:
             averager.load_state(resume)
         epochs_done, first_step = int(state["epoch"]), int(state["step"])
         # A last.ckpt from before loss_sum was saved cannot give the resumed epoch's mean loss.
         first_loss_sum = float(state.get("loss_sum", math.nan if first_step else 0.0))
+        # Nor can one from before the training-accuracy counters give its train_accuracy.
+        counts_known = not (first_step and state.get("missing"))
         metrics = _resumed_metrics(ckpt_dir, state, header)
         if epochs_done >= config.epochs:
             print(f"{resume}: training already finished ({epochs_done} of {config.epochs} "
@@ -158,7 +162,8 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
             config_written.append(True)
 
     progress = ProgressBar(config.batch_size * workers, config.epochs, first_step,
-                           first_loss_sum, enabled=is_main)
+                           first_loss_sum, enabled=is_main, counter=loss_fn,
+                           first_counts_known=counts_known)
     params = sum(p.size for p in net.trainable_params())
     log = print if is_main else (lambda *args, **kwargs: None)
     scale = f" on {workers} workers" if workers > 1 else ""
