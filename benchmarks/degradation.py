@@ -189,8 +189,9 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"comma-separated depths, a plain and a residual run each; one of "
                              f"{', '.join(map(str, DEPTHS))}")
     parser.add_argument("--runs", default=None,
-                        help="comma-separated subset of the runs to train and report (e.g. "
-                             "plain56, to train runs in separate processes); default: all")
+                        help="comma-separated subset of the runs to train (e.g. plain56, to "
+                             "train runs in separate processes); default: all. The table and "
+                             "figure show every run of --depths found in --out")
     parser.add_argument("--num_samples", type=int, default=2000,
                         help="training images (the first N of the training split)")
     parser.add_argument("--eval_num_samples", type=int, default=1000,
@@ -240,7 +241,9 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(130)
             print(f"== {run}: {seconds:.0f} s", flush=True)
         print(f"all runs: {time.perf_counter() - started:.0f} s wall time", flush=True)
-    sys.exit(report(args.out, runs, args.figure))
+    # The table and figure cover every run of --depths found in --out, also those that another
+    # process (another --runs) trained.
+    sys.exit(report(args.out, run_names(depths), args.figure))
 
 
 if __name__ == "__main__":

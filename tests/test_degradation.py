@@ -54,16 +54,24 @@ def test_bad_depths_are_one_line(tmp_path: Path) -> None:
 
 
 def test_committed_runs_show_the_degradation_and_are_quoted(tmp_path: Path) -> None:
-    """plain56 ends with a higher training error than plain20, resnet56 with no higher one than
-    resnet20 (the script's exit code), and docs/degradation.md quotes the table it prints."""
+    """plain56 ends with a higher training error than plain20 (the degradation), and
+    docs/degradation.md quotes the table and the verdict lines that --report prints."""
+    errors = {}
     for run in RUNS:
         metrics = json.loads((COMMITTED / run / "metrics.json").read_text())
-        assert all("train_accuracy" in epoch for epoch in metrics["epochs"])
+        assert all(0 <= epoch["train_accuracy"] <= 1 for epoch in metrics["epochs"])
         assert (COMMITTED / run / "train.log").is_file()
+        errors[run] = 1 - metrics["epochs"][-1]["train_accuracy"]
+    assert errors["plain56"] > errors["plain20"]
     result = run_command("benchmarks/degradation.py", "--report",
                          "--figure", str(tmp_path / "fig.png"))
-    assert result.returncode == 0, result.stdout + result.stderr
-    table = result.stdout.split("\n\n")[0] if "\n\n" in result.stdout else \
-        "\n".join(line for line in result.stdout.splitlines() if line.startswith("|"))
-    assert table.count("\n| ") == 5  # header rule + four runs
-    assert table in (ROOT / "docs" / "degradation.md").read_text()
+    verdicts = [line for line in result.stdout.splitlines() if line[:4] in ("yes:", "NO :")]
+    assert len(verdicts) == 2, result.stdout + result.stderr
+    # The exit code is the verdict: 0 only if both lines say yes.
+    assert result.returncode == (0 if all(v.startswith("yes") for v in verdicts) else 1)
+    table = "\n".join(line for line in result.stdout.splitlines() if line.startswith("|"))
+    assert table.count("\n") == 5  # header, rule and four runs
+    document = (ROOT / "docs" / "degradation.md").read_text()
+    assert table in document
+    for verdict in verdicts:
+        assert verdict in document
