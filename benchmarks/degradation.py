@@ -40,6 +40,7 @@ DEPTHS = (20, 32, 44, 56, 110)  # the CIFAR ResNets of the paper (resnet20 ... r
 DEFAULT_OUT = ROOT / "results" / "degradation"
 DEFAULT_WORK = ROOT / "ckpt" / "degradation"
 FIGURE = ROOT / "docs" / "images" / "degradation.png"
+BASE_CONFIG = ROOT / "configs" / "fashion_mnist.yaml"
 KINDS = {"plain": "none", "resnet": "A"}  # run name prefix -> shortcut
 # The recipe, as train.py overrides of configs/fashion_mnist.yaml (every key it changes).
 RECIPE = {"dataset": "fashion_mnist", "augment": "false", "random_erasing": "0",
@@ -59,8 +60,8 @@ def split_run(run: str) -> tuple[str, int]:
     return kind, int(run[len(kind):])
 
 
-def train_arguments(run: str, args: argparse.Namespace, ckpt_dir: Path) -> list[str]:
-    """The train.py command line of `run` (e.g. plain56)."""
+def recipe(run: str, args: argparse.Namespace, ckpt_dir: Path) -> dict[str, str]:
+    """The config keys that `run` (e.g. plain56) overrides in configs/fashion_mnist.yaml."""
     kind, depth = split_run(run)
     overrides = {**RECIPE, "model": f"resnet{depth}", "shortcut": KINDS[kind],
                  "lr": str(args.lr), "batch_size": str(args.batch_size),
@@ -69,8 +70,13 @@ def train_arguments(run: str, args: argparse.Namespace, ckpt_dir: Path) -> list[
                  "ckpt_dir": str(ckpt_dir)}
     if args.data_dir:
         overrides["data_dir"] = str(args.data_dir)
-    argv = ["--config", str(ROOT / "configs" / "fashion_mnist.yaml")]
-    for key, value in overrides.items():
+    return overrides
+
+
+def train_arguments(run: str, args: argparse.Namespace, ckpt_dir: Path) -> list[str]:
+    """The train.py command line of `run`."""
+    argv = ["--config", str(BASE_CONFIG)]
+    for key, value in recipe(run, args, ckpt_dir).items():
         argv += [f"--{key}", value]
     return argv
 
@@ -163,6 +169,50 @@ def verdict(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _gradients(loss, weights):  # a Cell class built after the lazy MindSpore import
+    from mindspore import ParameterTuple, nn, ops
+
+    class Gradients(nn.Cell):
+        def __init__(self) -> None:
+            super().__init__()
+            self.loss, self.weights = loss, ParameterTuple(weights)
+            self.grad = ops.GradOperation(get_by_list=True)
+
+        def construct(self, image, label):
+            return self.grad(self.loss, self.weights)(image, label)
+
+    return Gradients()
+
+
+def gradient_norms(depth: int, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Per-layer gradient norms at initialisation, {run: [norm of each conv weight's gradient,
+    input side first]}, of the plain and the residual network of `depth`: the loss of one
+    batch (--batch_size training images), with the seed and init the runs start from."""
+    import numpy as np
+    from mindspore import nn
+
+    from ms_resnet.config import build_config
+    from ms_resnet.data.pipeline import create_dataset
+    from ms_resnet.network import build_network
+    from ms_resnet.runtime import set_up_context
+
+    norms = {}
+    for kind in KINDS:
+        config = build_config(BASE_CONFIG, recipe(f"{kind}{depth}", args, args.work_dir))
+        set_up_context(config)
+        net = build_network(config)
+        data = create_dataset(config.dataset, "train", config.batch_size, data_dir=config.data_dir,
+                              augment=False, num_samples=config.num_samples)
+        image, label = next(data.create_tuple_iterator())
+        loss = nn.WithLossCell(net, nn.CrossEntropyLoss())
+        weights = [p for p in net.trainable_params() if p.ndim == 4]  # the convolutions
+        # A compiled Cell: MindSpore 2.10's PyNative StridedSliceGrad (option A's subsampling)
+        # fails on CPU.
+        grads = _gradients(loss, weights)(image, label)
+        norms[f"{kind}{depth}"] = [float(np.linalg.norm(g.asnumpy())) for g in grads]
+    return norms
+
+
 def report(out: Path, runs: list[str], figure: Path) -> int:
     from ms_resnet.plots import save_error_curves
 
@@ -210,6 +260,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work_dir", type=Path, default=DEFAULT_WORK,
                         help="where each run's checkpoints go (kept for --resume)")
     parser.add_argument("--figure", type=Path, default=FIGURE, help="the PNG to write")
+    parser.add_argument("--grad_norms", type=int, default=None, metavar="DEPTH",
+                        help="only compute the per-layer gradient norms at initialisation of "
+                             "the plain and residual network of DEPTH, print them and save "
+                             "them to --out/grad_norms_DEPTH.json and a figure beside --figure")
     parser.add_argument("--report", action="store_true",
                         help="only rebuild the table and the figure from --out")
     args = parser.parse_args(argv)
@@ -221,6 +275,20 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--depths: expected comma-separated values of "
                      f"{', '.join(map(str, DEPTHS))}, got {args.depths!r}")
     runs = run_names(depths)
+    if args.grad_norms:
+        if args.grad_norms not in DEPTHS:
+            parser.error(f"--grad_norms: expected one of {', '.join(map(str, DEPTHS))}")
+        from ms_resnet.plots import save_layer_norms
+
+        norms = gradient_norms(args.grad_norms, args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"grad_norms_{args.grad_norms}.json").write_text(json.dumps(norms, indent=1))
+        for run, values in norms.items():
+            print(f"{run}: first conv {values[0]:.3g}, last conv {values[-1]:.3g}, "
+                  f"first/last {values[0] / values[-1]:.3g}")
+        path = args.figure.with_name(f"{args.figure.stem}_grad_norms.png")
+        print(f"figure: {save_layer_norms(norms, path)}")
+        sys.exit(0)
     if args.runs:
         chosen = args.runs.split(",")
         if not set(chosen) <= set(runs):

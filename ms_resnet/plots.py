@@ -307,3 +307,19 @@ def save_error_curves(panels: dict[str, dict[str, dict]], path: str | Path) -> P
             ax.legend(fontsize="small")
         axes[0].set_ylabel("error (%): training solid, test dashed")
         return _save(fig, path)
+
+
+def save_layer_norms(norms: dict[str, Sequence[float]], path: str | Path) -> Path:
+    """One line per network of a per-layer quantity (e.g. gradient norms at initialisation),
+    layer 1 = the input side, on a log scale."""
+    with matplotlib.rc_context(_font_rc()):
+        fig = _new_figure((6, 4))
+        ax = fig.subplots()
+        for label, values in norms.items():
+            ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("convolution layer (input side first)")
+        ax.set_ylabel("gradient norm at initialisation")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+        return _save(fig, path)

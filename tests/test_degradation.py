@@ -46,6 +46,18 @@ def test_script_trains_resumes_and_draws_on_a_tiny_subset(mnist_small: Path,
     assert [e["epoch"] for e in resumed["epochs"]] == [1]
 
 
+def test_gradient_norms_at_initialisation(mnist_small: Path, tmp_path: Path) -> None:
+    result = run_command("benchmarks/degradation.py", "--grad_norms", "20", "--batch_size", "16",
+                         "--num_samples", "64", "--data_dir", str(mnist_small),
+                         "--out", str(tmp_path), "--figure", str(tmp_path / "fig.png"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    norms = json.loads((tmp_path / "grad_norms_20.json").read_text())
+    # One norm per convolution: the stem and 2 per block (option A adds none).
+    assert {run: len(values) for run, values in norms.items()} == {"plain20": 19, "resnet20": 19}
+    assert all(np.isfinite(values).all() and min(values) > 0 for values in norms.values())
+    assert image.imread(tmp_path / "fig_grad_norms.png").shape[0] > 200
+
+
 def test_bad_depths_are_one_line(tmp_path: Path) -> None:
     result = run_command("benchmarks/degradation.py", "--depths", "18", "--report",
                          "--out", str(tmp_path))
