@@ -7,6 +7,7 @@ import math
 import mindspore as ms
 import mindspore.dataset as ds
 import numpy as np
+import pytest
 from mindspore import nn
 from mindspore.train import Model
 
@@ -36,3 +37,20 @@ def test_counts_are_the_hits_of_every_batch_trained_on_and_take_resets_them() ->
     assert {"train_accuracy.correct", "train_accuracy.seen"} <= names
     assert accuracy_of((expected, 44)) == expected / 44
     assert math.isnan(accuracy_of((0, 0)))
+
+
+def test_a_last_ckpt_without_counters_still_loads_and_says_so(tmp_path) -> None:
+    """A last.ckpt written before the counters existed resumes; `missing` names them, so the
+    resumed epoch records NaN instead of a partial count."""
+    from ms_resnet.checkpoint import load_weights
+    from ms_resnet.errors import CheckpointError
+    from ms_resnet.train_accuracy import COUNTER_NAMES
+
+    net = nn.Dense(6, 3)
+    old = tmp_path / "old.ckpt"
+    ms.save_checkpoint(net, str(old))
+    with_counters = nn.WithLossCell(net, CountingLoss(nn.CrossEntropyLoss()))
+    assert load_weights(with_counters, old, optional=COUNTER_NAMES)["missing"] == list(
+        COUNTER_NAMES)
+    with pytest.raises(CheckpointError, match="no parameter 'train_accuracy.correct'"):
+        load_weights(with_counters, old)  # not optional: an error, as for any other Parameter
