@@ -18,6 +18,7 @@ from mindspore.train import Callback, Loss
 from tqdm import tqdm
 
 from ms_resnet.errors import TrainingDiverged, TrainingInterrupted, UserError
+from ms_resnet.train_accuracy import CountingLoss, accuracy_of
 
 
 class MeanLoss(Loss):
@@ -83,22 +84,28 @@ class StopSignal:
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch with the running loss and images/s; collects the epoch's mean loss.
+    """A tqdm bar per epoch with the running loss and images/s; collects the epoch's mean loss
+    and, from `counter` (the training loss's counts), its training accuracy.
 
     Stops training with `TrainingDiverged` as soon as the loss stops being finite.
     A resumed epoch starts at `first_step` with `first_loss_sum`, the loss summed over its
-    steps before the interruption, so its mean loss is the one an uninterrupted run records.
+    steps before the interruption, so its mean loss is the one an uninterrupted run records
+    (its counts come back with the counter's Parameters from last.ckpt;
+    `first_counts_known=False` says they did not, and its training accuracy is NaN).
     """
 
     def __init__(self, batch_size: int, epochs: int, first_step: int = 0,
-                 first_loss_sum: float = 0.0, enabled: bool = True) -> None:
+                 first_loss_sum: float = 0.0, enabled: bool = True,
+                 counter: CountingLoss | None = None, first_counts_known: bool = True) -> None:
         super().__init__()
         self.batch_size, self.epochs, self.enabled = batch_size, epochs, enabled
         self.first_step, self.first_loss_sum = first_step, first_loss_sum
+        self.counter, self.counts_known = counter, first_counts_known
         self.bar: tqdm | None = None
         self.loss_sum, self.steps, self.start = 0.0, 0, 0.0
         self.epoch_loss, self.epoch_seconds = math.nan, math.nan
         self._last_step_num = 0
+        self.epoch_accuracy = math.nan
 
     @property
     def step_in_epoch(self) -> int:
@@ -138,7 +145,11 @@ class ProgressBar(Callback):
     def on_train_epoch_end(self, run_context) -> None:
         self.epoch_seconds = time.perf_counter() - self.start
         self.epoch_loss = self.loss_sum / max(self.step_in_epoch, 1)
-        self.first_step, self.first_loss_sum = 0, 0.0
+        if self.counter is not None:
+            # Taken (and zeroed) here, before EvalCheckpoint saves last.ckpt for the next epoch.
+            counts = self.counter.take()
+            self.epoch_accuracy = accuracy_of(counts) if self.counts_known else math.nan
+        self.first_step, self.first_loss_sum, self.counts_known = 0, 0.0, True
         self.bar.close()
 
 
@@ -206,7 +217,8 @@ class EvalCheckpoint(Callback):
         eval_seconds = time.perf_counter() - started
         accuracy, loss = float(result["accuracy"]), float(result["loss"])
         images = self.progress.steps * self.progress.batch_size
-        record = {"epoch": epoch, "train_loss": self.progress.epoch_loss, "test_loss": loss,
+        record = {"epoch": epoch, "train_loss": self.progress.epoch_loss,
+                  "train_accuracy": self.progress.epoch_accuracy, "test_loss": loss,
                   "test_accuracy": accuracy, "seconds": self.progress.epoch_seconds,
                   "eval_seconds": eval_seconds,
                   "images_per_second": images / self.progress.epoch_seconds}
@@ -221,7 +233,8 @@ class EvalCheckpoint(Callback):
         self._save_last(epoch, 0)
         self.metrics["epochs"].append(record)
         write_json_atomic(self.metrics, self.ckpt_dir / "metrics.json")
-        print(f"epoch {epoch}/{self.epochs}: train loss {record['train_loss']:.4f} | "
+        print(f"epoch {epoch}/{self.epochs}: train loss {record['train_loss']:.4f}, "
+              f"accuracy {record['train_accuracy']:.2%} | "
               f"test loss {loss:.4f} | test accuracy {accuracy:.2%} "
               f"(best {self.metrics['best_accuracy']:.2%}){note} | "
               f"{record['seconds']:.1f} s, {record['images_per_second']:.0f} img/s", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import mindspore as ms
@@ -44,10 +45,17 @@ def _read_checkpoint(ckpt: Path, label: str) -> dict:
                               f"(truncated or another format?): {first_line}") from None
 
 
-def load_weights(net: nn.Cell, ckpt: Path) -> dict:
-    """Load `ckpt` into `net`; return the checkpoint's extra entries (epoch, accuracy, ...)."""
+def load_weights(net: nn.Cell, ckpt: Path, optional: Collection[str] = ()) -> dict:
+    """Load `ckpt` into `net`; return the checkpoint's extra entries (epoch, accuracy, ...).
+
+    Parameters named in `optional` may be missing from the checkpoint (they keep their values);
+    the names missing are returned under "missing"."""
     saved = _read_checkpoint(ckpt, str(ckpt))
+    missing = []
     for param in net.get_parameters():
+        if param.name not in saved and param.name in optional:
+            missing.append(param.name)
+            continue
         if param.name not in saved:
             raise CheckpointError(f"{ckpt}: has no parameter '{param.name}'; it was saved "
                                   "from another model (check --model / the config)")
@@ -57,7 +65,7 @@ def load_weights(net: nn.Cell, ckpt: Path) -> dict:
                                   f"checkpoint but {tuple(param.shape)} in the network "
                                   "(another model, num_classes or in_channels?)")
     ms.load_param_into_net(net, saved, strict_load=True)
-    return _extras(saved)
+    return {**_extras(saved), **({"missing": missing} if missing else {})}
 
 
 def read_extras(ckpt: Path) -> dict:
@@ -69,10 +77,12 @@ def read_extras(ckpt: Path) -> dict:
     return _extras(saved)
 
 
-def load_training_state(train_network: nn.Cell, ckpt: Path) -> dict:
+def load_training_state(train_network: nn.Cell, ckpt: Path,
+                        optional: Collection[str] = ()) -> dict:
     """Load a last.ckpt (network + optimizer state) into the training network; return its
-    position and best accuracy so far."""
-    extras = load_weights(train_network, ckpt)
+    position and best accuracy so far (and under "missing" the `optional` Parameters it
+    lacked)."""
+    extras = load_weights(train_network, ckpt, optional)
     missing = [key for key in ("epoch", "step", "best_accuracy") if key not in extras]
     if missing:
         raise CheckpointError(f"{ckpt}: not a resumable checkpoint (no {', '.join(missing)}); "

@@ -127,8 +127,9 @@ class Config:
     # model
     model: str = _field("resnet20", "network name (see `ms-resnet models`)", _model_names)
     shortcut: str | None = _field(
-        None, "shortcut for changing shapes: A = zero padding, B = 1x1 conv (default: the model's)",
-        ["A", "B"])
+        None, "shortcut for changing shapes: A = zero padding, B = 1x1 conv (default: the model's);"
+        " none = no shortcut at all, a plain network (He et al. 2016's baseline)",
+        ["A", "B", "none"])
     zero_init_residual: bool = _field(False, "start each residual branch's last BN gamma at 0")
     pretrained: str | None = _field(
         None, "initialise from this ms_resnet checkpoint of the same model (fine-tuning); "
@@ -304,6 +305,11 @@ def build_config(config_path: str | Path | None = None,
                           "needs augment: true; expected 0.0 without augmentation")
     if training:
         _check_device_keys(config, source)
+    if config.shortcut == "none" and config.zero_init_residual:
+        where = source("zero_init_residual" if "zero_init_residual" in (overrides or {})
+                       else "shortcut")
+        raise ConfigError(f"{where}: zero_init_residual: true needs a shortcut; with shortcut: "
+                          "none (a plain network) every block would start at zero; expected false")
     if config.ckpt_dir is None:
         name = Path(config_path).stem if config_path else config.dataset
         config.ckpt_dir = str(Path("ckpt") / name)

@@ -277,3 +277,49 @@ def save_training_curves(metrics: dict, path: str | Path) -> Path:
         if title:
             fig.suptitle(title)
         return _save(fig, path)
+
+
+def save_error_curves(panels: dict[str, dict[str, dict]], path: str | Path) -> Path:
+    """He et al. (2016) Fig. 1/6 style: one panel per entry of `panels` ({title: {run label:
+    metrics.json content}}), training error (1 - train_accuracy) solid and test error dashed
+    per epoch, one colour per run, the same y scale on every panel."""
+    panels = {title: runs for title, runs in panels.items() if runs}
+    if not panels:
+        raise ValueError("no runs to plot")
+    colours = ["tab:orange", "tab:red", "tab:blue", "tab:green", "tab:purple"]
+    with matplotlib.rc_context(_font_rc()):
+        fig = _new_figure((5 * len(panels), 4))
+        axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+        for ax, (title, runs) in zip(axes, panels.items()):
+            for colour, (label, metrics) in zip(colours, runs.items()):
+                records = metrics.get("epochs") or []
+                epochs = [record["epoch"] for record in records]
+                for key, style, kind in (("train_accuracy", "-", "train"),
+                                         ("test_accuracy", "--", "test")):
+                    errors = [100 * (1 - record[key]) if record.get(key) is not None
+                              else np.nan for record in records]
+                    ax.plot(epochs, errors, style, color=colour, marker="o", markersize=3,
+                            label=f"{label} ({kind})")
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+        axes[0].set_ylabel("error (%): training solid, test dashed")
+        return _save(fig, path)
+
+
+def save_layer_norms(norms: dict[str, Sequence[float]], path: str | Path) -> Path:
+    """One line per network of a per-layer quantity (e.g. gradient norms at initialisation),
+    layer 1 = the input side, on a log scale."""
+    with matplotlib.rc_context(_font_rc()):
+        fig = _new_figure((6, 4))
+        ax = fig.subplots()
+        for label, values in norms.items():
+            ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("convolution layer (input side first)")
+        ax.set_ylabel("gradient norm at initialisation")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+        return _save(fig, path)

@@ -43,6 +43,7 @@ from ms_resnet.network import (
 )
 from ms_resnet.optim import create_optimizer
 from ms_resnet.runtime import machine_description, parameter_digest, set_up_context
+from ms_resnet.train_accuracy import COUNTER_NAMES, CountingLoss
 
 DEFAULT_CONFIG = "configs/mnist.yaml"
 # Keys that may differ when resuming: where things are, not what is trained.
@@ -128,7 +129,8 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     if config.freeze_backbone:
         print(f"freeze_backbone: training only {', '.join(freeze_backbone(net))}", flush=True)
     net = apply_jit_level(net, config)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    # The loss also counts the training batches' correct predictions (train_accuracy).
+    loss_fn = CountingLoss(nn.CrossEntropyLoss(label_smoothing=config.label_smoothing))
     with amp_workspace(config):
         model = Model(net, loss_fn=loss_fn,
                       optimizer=create_optimizer(net, config, steps, workers),
@@ -151,16 +153,18 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
               "machine": machine_description(), "onednn_isa": cpu_isa.summary(),
               "workers": workers,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    epochs_done, first_step, first_loss_sum = 0, 0, 0.0
+    epochs_done, first_step, first_loss_sum, counts_known = 0, 0, 0.0, True
     if resume is None:
         metrics = dict(header, best_accuracy=None, best_epoch=None, epochs=[])
     else:
-        state = load_training_state(model.train_network, resume)
+        state = load_training_state(model.train_network, resume, optional=COUNTER_NAMES)
         if averager:
             averager.load_state(resume)
         epochs_done, first_step = int(state["epoch"]), int(state["step"])
         # A last.ckpt from before loss_sum was saved cannot give the resumed epoch's mean loss.
         first_loss_sum = float(state.get("loss_sum", math.nan if first_step else 0.0))
+        # Nor can one from before the training-accuracy counters give its train_accuracy.
+        counts_known = not (first_step and state.get("missing"))
         metrics = _resumed_metrics(ckpt_dir, state, header)
         if epochs_done >= config.epochs:
             print(f"{resume}: training already finished ({epochs_done} of {config.epochs} "
@@ -182,7 +186,8 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
             config_written.append(True)
 
     progress = ProgressBar(config.batch_size * workers, config.epochs, first_step,
-                           first_loss_sum, enabled=is_main)
+                           first_loss_sum, enabled=is_main, counter=loss_fn,
+                           first_counts_known=counts_known)
     params = sum(p.size for p in net.trainable_params())
     log = print if is_main else (lambda *args, **kwargs: None)
     scale = f" on {workers} workers" if workers > 1 else ""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ms_resnet.config import FIELDS, Config, build_config, load_yaml
+from ms_resnet.config import FIELDS, Config, build_config, load_yaml, save_config
 from ms_resnet.data import DATASETS
 from ms_resnet.errors import ConfigError
 from ms_resnet.models import list_models
@@ -118,6 +118,9 @@ def test_defaults_are_valid() -> None:
     ({"random_erasing": "0.5"}, {"augment": "false", "random_erasing": "0.5"},
      r"random_erasing: 0.5 needs augment: true; expected 0.0 without augmentation",
      "augment: false\nrandom_erasing: 1.0\n", "random_erasing: 1.0 needs augment: true"),
+    ({"shortcut": "none"}, {"shortcut": "none", "zero_init_residual": "true"},
+     r"zero_init_residual: true needs a shortcut; .*; expected false",
+     "shortcut: none\nzero_init_residual: true\n", "zero_init_residual: true needs a shortcut"),
 ])
 def test_keys_that_depend_on_other_keys(allowed: dict, refused: dict, refused_error: str,
                                         refused_yaml: str, yaml_error: str,
@@ -131,3 +134,17 @@ def test_keys_that_depend_on_other_keys(allowed: dict, refused: dict, refused_er
     path.write_text(refused_yaml)
     with pytest.raises(ConfigError, match=rf"^{path}: {yaml_error}"):
         build_config(path)
+
+
+def test_shortcut_none_is_a_plain_network_and_null_the_models_default(tmp_path: Path) -> None:
+    """'none' spells a choice (no shortcut) for `shortcut`, while null keeps the model's own."""
+    assert build_config(None, {"shortcut": "none"}).shortcut == "none"
+    assert build_config(None, {"shortcut": "null"}).shortcut is None
+    path = tmp_path / "plain.yaml"
+    path.write_text("shortcut: none\n")
+    config = build_config(path)
+    assert config.shortcut == "none"
+    save_config(config, tmp_path / "saved.yaml")  # as train.py saves it beside the checkpoints
+    assert build_config(tmp_path / "saved.yaml").shortcut == "none"
+    path.write_text("shortcut: null\n")
+    assert build_config(path).shortcut is None

@@ -26,8 +26,7 @@ READMES = ("README.md", "README_CN.md")
 DOCS_PAGES = tuple(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")))
 DOCUMENTS = READMES + DOCS_PAGES + ("benchmarks/README.md", "benchmarks/RESULTS.md")
 # Pages that other branches are writing; the links to them are checked once they exist.
-PENDING_PAGES = {"docs/degradation.md",
-                 "docs/distributed.md"}
+PENDING_PAGES = {"docs/distributed.md"}
 KEY_TABLE_START = "<!-- config-keys: written by `python -m tests.test_docs` -->"
 KEY_TABLE_END = "<!-- /config-keys -->"
 
@@ -168,6 +167,13 @@ def check_command(command: str) -> str:
         options = {word.split("=", 1)[0] for word in argv if word.startswith("--")}
         assert options <= _app_options(), f"{command}: {options - _app_options()}"
         return "app options"
+    if program.startswith("benchmarks/") and program.endswith(".py"):
+        result = run_command(program, "--help")
+        assert result.returncode == 0, (command, result.stderr)
+        options = {word.split("=", 1)[0] for word in argv if word.startswith("--")}
+        unknown = {option for option in options if option not in result.stdout}
+        assert not unknown, f"{command}: {program} has no {', '.join(sorted(unknown))}"
+        return "help"
     if program in ("train.py", "eval.py", "export.py"):
         assert (ROOT / program).is_file(), f"{command}: no {program}"
         program, argv = "ms-resnet", [program.removesuffix(".py")] + argv

@@ -273,3 +273,52 @@ def test_flip_average_is_the_mean_over_the_mirror_image(graph_mode):
     assert np.abs(averaged - plain).max() > 1e-4  # the random input is not mirror-symmetric
     # Unprefixed names: best.ckpt loads into the bare and the wrapped network alike.
     assert [p.name for p in wrapped.get_parameters()] == [p.name for p in net.get_parameters()]
+
+
+@pytest.mark.parametrize(("block", "in_channels", "channels", "stride"), [
+    (BasicBlock, 16, 16, 1), (BasicBlock, 16, 32, 2), (Bottleneck, 64, 16, 1),
+    (Bottleneck, 64, 32, 2)])
+def test_plain_block_is_relu_of_its_branch(block, in_channels, channels, stride):
+    """shortcut 'none' (a plain network) drops the addition: block(x) == ReLU(branch(x)); the
+    same block with a shortcut differs by that addition."""
+    x = tensor(2, in_channels, 8, 8)
+    plain = block(in_channels, channels, stride, shortcut="none")
+    assert plain.shortcut is None
+    expected = np.maximum(plain.branch(x).asnumpy(), 0)
+    np.testing.assert_allclose(plain(x).asnumpy(), expected, rtol=1e-6, atol=1e-6)
+    residual = block(in_channels, channels, stride, shortcut="A" if block is BasicBlock else "B")
+    ms.load_param_into_net(residual, plain.parameters_dict())
+    with_shortcut = residual(x).asnumpy()
+    assert not np.allclose(with_shortcut, expected, atol=1e-3)
+    np.testing.assert_allclose(
+        with_shortcut,
+        np.maximum(plain.branch(x).asnumpy() + residual.shortcut(x).asnumpy(), 0), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet56", "resnet18", "resnet50", "fast_resnet8"])
+def test_plain_and_residual_networks_have_the_same_parameters_apart_from_projections(name):
+    def shapes(shortcut):
+        net = create_model(name, in_channels=1, image_size=28, shortcut=shortcut)
+        return {p.name: p.shape for p in net.get_parameters()}
+
+    plain, projection = shapes("none"), shapes("B")
+    extra = {k: v for k, v in projection.items() if k not in plain}
+    assert extra and all(".shortcut." in k for k in extra)  # 1x1 conv + BN projections only
+    assert {k: v for k, v in projection.items() if k in plain} == plain
+    assert not any(".shortcut." in k for k in plain)
+    if name.startswith("resnet") and int(name[6:]) < 100:  # CIFAR nets: option A has no params
+        assert shapes("A") == plain
+
+
+def test_plain_network_trains_in_graph_mode(graph_mode):
+    net = create_model("resnet20", in_channels=1, image_size=28, shortcut="none")
+    loss = nn.WithLossCell(net, nn.CrossEntropyLoss())
+    step = nn.TrainOneStepCell(loss, nn.Momentum(net.trainable_params(), 0.05, 0.9))
+    x, y = tensor(8, 1, 28, 28), ms.Tensor(np.arange(8) % 10, ms.int32)
+    losses = [float(step(x, y).asnumpy()) for _ in range(4)]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_plain_network_refuses_zero_init_residual():
+    with pytest.raises(ValueError, match="zero_init_residual needs a shortcut"):
+        create_model("resnet20", shortcut="none", zero_init_residual=True)

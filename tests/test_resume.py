@@ -71,6 +71,9 @@ def _check_resumed(ckpt_dir: Path, uninterrupted: dict) -> None:
     # last.ckpt carries the interrupted epoch's loss sum, so its mean covers all its steps.
     assert [e["train_loss"] for e in metrics["epochs"]] == pytest.approx(
         [e["train_loss"] for e in uninterrupted["epochs"]], rel=1e-4)
+    # ... and its training-accuracy counts (Parameters of the training network).
+    assert [e["train_accuracy"] for e in metrics["epochs"]] == pytest.approx(
+        [e["train_accuracy"] for e in uninterrupted["epochs"]], abs=0.01)
     assert metrics["best_accuracy"] == max(e["test_accuracy"] for e in metrics["epochs"])
     best = read_extras(ckpt_dir / "best.ckpt")
     assert best["accuracy"] == pytest.approx(metrics["best_accuracy"])
@@ -126,6 +129,11 @@ def test_ctrl_c_saves_last_ckpt_and_says_how_to_resume(mnist_small: Path, tmp_pa
     state = read_extras(tmp_path / "last.ckpt")
     assert state["epoch"] == 1 and 0 < state["step"] < 20
     assert state["loss_sum"] > 0
+    counts = ms.load_checkpoint(str(tmp_path / "last.ckpt"),
+                                choice_func=lambda name: name.startswith("train_accuracy."))
+    # The interrupted epoch's counts so far: `step` batches of 32 images.
+    assert int(counts["train_accuracy.seen"].asnumpy()) == 32 * state["step"]
+    assert 0 < int(counts["train_accuracy.correct"].asnumpy()) <= 32 * state["step"]
     _check_resumed(tmp_path, uninterrupted)
 
 

@@ -21,6 +21,9 @@ def test_training_beats_chance_by_far(mnist_run: dict) -> None:
     for epoch in metrics["epochs"]:
         assert epoch["seconds"] > 0 and epoch["images_per_second"] > 0
         assert np.isfinite(epoch["test_loss"])
+    # Training accuracy over the batches as seen: above chance, and rising as the loss falls.
+    train_accuracy = [e["train_accuracy"] for e in metrics["epochs"]]
+    assert 0.3 < train_accuracy[0] < train_accuracy[1] <= 1.0
 
 
 def test_progress_bar_and_epoch_lines_are_printed(mnist_run: dict) -> None:
@@ -30,6 +33,9 @@ def test_progress_bar_and_epoch_lines_are_printed(mnist_run: dict) -> None:
     assert len(lines) == 2
     for line in lines:
         assert "train loss" in line and "test loss" in line and "test accuracy" in line
+    epoch = mnist_run["metrics"]["epochs"][-1]
+    assert f"train loss {epoch['train_loss']:.4f}, accuracy {epoch['train_accuracy']:.2%} |" \
+        in lines[-1]
     assert "best test accuracy" in stdout
 
 

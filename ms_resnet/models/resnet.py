@@ -2,8 +2,12 @@
 
 Layout follows torchvision: ``BasicBlock``/``Bottleneck`` with an ``expansion`` attribute, one
 ``ResNet`` class with ``_make_layer`` and thin per-depth factories. Each block exposes ``branch``
-and ``shortcut`` so that ``block(x) == relu(branch(x) + shortcut(x))``.
+and ``shortcut`` so that ``block(x) == relu(branch(x) + shortcut(x))``. With ``shortcut="none"``
+a block has no shortcut (``block.shortcut is None``) and computes ``relu(branch(x))``: the paper's
+"plain" network of the same depth, used to show the degradation problem (Sec. 4.1, Fig. 1).
 """
+
+from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Union
@@ -13,7 +17,8 @@ from mindspore.common.initializer import HeNormal
 
 from .registry import register_model
 
-SHORTCUTS = ("A", "B")
+# "none": no shortcut at all, not even the identity (a plain network).
+SHORTCUTS = ("A", "B", "none")
 
 
 def _he_normal() -> HeNormal:
@@ -68,9 +73,13 @@ class ZeroPadShortcut(nn.Cell):
         return self.pad(x)
 
 
-def make_shortcut(in_channels: int, out_channels: int, stride: int, shortcut: str) -> nn.Cell:
-    """Identity if shapes match, else option A (zero-pad) or B (1x1 conv + BN projection)."""
+def make_shortcut(in_channels: int, out_channels: int, stride: int,
+                  shortcut: str) -> nn.Cell | None:
+    """Identity if shapes match, else option A (zero-pad) or B (1x1 conv + BN projection);
+    None (no shortcut) for a plain network."""
     _check_shortcut(shortcut)
+    if shortcut == "none":
+        return None
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
     if shortcut == "A":
@@ -103,6 +112,9 @@ class BasicBlock(nn.Cell):
         self.relu = nn.ReLU()
 
     def construct(self, x: Tensor) -> Tensor:
+        # `shortcut is None` is fixed when the block is built, so graph mode folds the test.
+        if self.shortcut is None:
+            return self.relu(self.branch(x))
         return self.relu(self.branch(x) + self.shortcut(x))
 
 
@@ -132,6 +144,9 @@ class Bottleneck(nn.Cell):
         self.relu = nn.ReLU()
 
     def construct(self, x: Tensor) -> Tensor:
+        # `shortcut is None` is fixed when the block is built, so graph mode folds the test.
+        if self.shortcut is None:
+            return self.relu(self.branch(x))
         return self.relu(self.branch(x) + self.shortcut(x))
 
 
@@ -151,6 +166,10 @@ class ResNet(nn.Cell):
                  zero_init_residual: bool = False) -> None:
         super().__init__()
         _check_shortcut(shortcut)
+        if shortcut == "none" and zero_init_residual:
+            # A zero last-BN gamma would make every plain block output zero.
+            raise ValueError("zero_init_residual needs a shortcut; a plain network "
+                             "(shortcut 'none') would start with every block at zero")
         if not len(layers) == len(widths) == len(strides):
             raise ValueError("layers, widths and strides must have the same length")
         self.in_channels = stem_channels
