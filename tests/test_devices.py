@@ -108,7 +108,10 @@ def test_amp_o2_fixed_loss_scale_sink_mode_trains_resumes_evaluates_exports(
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr[-3000:]
     assert "amp O2, fixed loss scale 1024, dataset sink mode" in first
-    assert "stopped at epoch 2, step" in stderr.strip().splitlines()[-1]
+    # Usually the signal lands during epoch 2; on a busy machine it can land while epoch 1's
+    # end is still being handled, which stops there. Both must resume to the same run.
+    last = stderr.strip().splitlines()[-1]
+    assert "stopped at epoch 2, step" in last or "stopped after epoch 1;" in last, last
     stdout = _ok(run_command("scripts/run_train.sh", "--ckpt_dir", str(tmp_path), "--resume"))
     assert "resuming from" in stdout and "epoch 2/2:" in stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
