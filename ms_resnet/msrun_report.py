@@ -17,7 +17,7 @@ import re
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 _COLLECTIVES = ("AllReduce", "AllGather", "ReduceScatter", "Broadcast", "Barrier")
@@ -61,7 +61,6 @@ class WorkerLog:
     exception: tuple[int, str] | None = None     # last line of an uncaught traceback
     progress: tuple[int, int, int] | None = None  # epoch, step, steps of the last progress bar
     finished: bool = False
-    notes: list[str] = field(default_factory=list)
 
     @property
     def where(self) -> str:
@@ -115,7 +114,7 @@ def _describe(log: WorkerLog, exit_code: int | None, position: str) -> str:
     if log.exception:
         return f"rank {log.rank} crashed{position}: {log.exception[1]} ({log.at(log.exception[0])})"
     if exit_code is not None and exit_code < 0:
-        hint = (" (SIGKILL: the out-of-memory killer or kill -9)"
+        hint = (" (the out-of-memory killer, or kill -9)"
                 if -exit_code == signal.SIGKILL else "")
         return (f"rank {log.rank} was killed by {_signal_name(exit_code)}{hint}{position}; "
                 f"read the end of {log.where}")
@@ -147,11 +146,13 @@ def summarize(log_dir: Path, status: int) -> tuple[str, int]:
         # then a worker that reported where it stopped.
         ordered = sorted(logs.values(), key=lambda log: (not log.exception, not log.failure))
         culprit = ordered[0]
+    # Only rank 0 shows a progress bar; the ranks move in step, so it says where all were.
     position = ""
-    main = logs.get(0)
-    if culprit.progress is None and main is not None and main.progress and not culprit.failure:
-        epoch, step, steps = main.progress
-        position = f" during epoch {epoch} (rank 0 had reported step {step} of {steps})"
+    progress = culprit.progress or (logs[0].progress if 0 in logs else None)
+    if progress and not culprit.failure:
+        epoch, step, steps = progress
+        who = "it" if culprit.progress else "rank 0"
+        position = f" during epoch {epoch} ({who} had reported step {step} of {steps})"
     reason = _describe(culprit, exit_code, position)
     others = [log for log in logs.values() if log is not culprit and not log.finished]
     waiting = [f"{log.failure[1]} ({log.at(log.failure[0])})" for log in others if log.failure]

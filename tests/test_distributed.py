@@ -14,8 +14,10 @@ from pathlib import Path
 import mindspore as ms
 import pytest
 
+from ms_resnet.callbacks import FileWriter
 from ms_resnet.checkpoint import read_extras
 from ms_resnet.data.pipeline import create_dataset
+from ms_resnet.errors import UserError
 from ms_resnet.models import create_model
 from ms_resnet.msrun_report import summarize
 from ms_resnet.runtime import parameter_digest
@@ -271,3 +273,20 @@ def test_failure_summary_of_a_crash(tmp_path: Path) -> None:
     reason, code = summarize(logs, 1)
     assert code == 1
     assert reason == f"rank 1 crashed: MemoryError: cannot allocate ({logs / 'worker_1.log'}:4)"
+
+
+def test_background_writes_keep_order_and_report_a_failure() -> None:
+    """Rank 0's checkpoint writes run in a background thread; a failed one is not lost."""
+    writer, done = FileWriter(background=True), []
+    writer.submit(lambda: (time.sleep(0.2), done.append("best")))
+    writer.submit(lambda: done.append("last"))
+    assert done == []  # submit returned at once
+    writer.wait()
+    assert done == ["best", "last"]
+
+    def full_disk() -> None:
+        raise UserError("cannot write last.ckpt: No space left on device")
+
+    writer.submit(full_disk)
+    with pytest.raises(UserError, match="No space left"):
+        writer.wait()
