@@ -82,7 +82,7 @@ def main() -> None:
                 values[name] += timed
     medians = {name: statistics.median(v) for name, v in values.items()}
     timed = (args.epochs - 1) * args.repeats
-    extra = " | test images |" if args.measure == "eval" else ""
+    extra = " test images |" if args.measure == "eval" else ""
     print(f"| setup | global batch | {label} (median of {timed} epochs) |{extra}")
     print("| --- | --- | --- |" + (" --- |" if extra else ""))
     for name, median in medians.items():
