@@ -3,32 +3,42 @@ metrics.json, and a clean stop on Ctrl-C / SIGTERM."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import signal
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 import mindspore as ms
 import numpy as np
-from mindspore.train import Callback, Loss
+from mindspore.train import Callback, Metric
 from tqdm import tqdm
 
 from ms_resnet.errors import TrainingDiverged, TrainingInterrupted, UserError
 from ms_resnet.train_accuracy import CountingLoss, accuracy_of
 
 
-class MeanLoss(Loss):
-    """Average loss per image (mindspore's `Loss` averages per batch, which over-weights a short
-    last batch). Expects the per-image losses of each batch."""
+class EvalTotals(Metric):
+    """Correct predictions, summed per-image loss and number of images of an evaluation. Totals,
+    not means: under data parallelism the totals of the ranks' shards add up to those of the
+    whole test set. Expects (per-image losses, logits, labels) batches."""
+
+    def clear(self) -> None:
+        self.totals = np.zeros(3, np.float64)
 
     def update(self, *inputs) -> None:
-        losses = self._convert_data(inputs[0]).reshape(-1)
-        self._sum_loss += float(losses.sum())
-        self._total_num += losses.size
+        losses, logits, labels = (self._convert_data(x) for x in inputs)
+        labels = labels.reshape(-1)
+        self.totals += (float((logits.argmax(axis=1) == labels).sum()),
+                        float(losses.astype(np.float64).sum()), labels.size)
+
+    def eval(self) -> np.ndarray:
+        return self.totals.copy()
 
 
 def _save_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -56,6 +66,47 @@ Saveable = ms.nn.Cell | list
 
 def save_checkpoint_atomic(saveable: Saveable, path: Path, extra: dict | None = None) -> None:
     _save_atomic(path, lambda tmp: ms.save_checkpoint(saveable, str(tmp), append_dict=extra))
+
+
+def snapshot(saveable: Saveable) -> list[dict]:
+    """A copy of what `saveable` holds now, under the names save_checkpoint gives it."""
+    if isinstance(saveable, ms.nn.Cell):
+        saveable = list(saveable.get_parameters())
+    entries = [e if isinstance(e, dict) else {"name": e.name, "data": e} for e in saveable]
+    return [{"name": e["name"], "data": ms.Tensor(e["data"].asnumpy().copy())} for e in entries]
+
+
+class FileWriter:
+    """Runs file writes in order: inline, or (under data parallelism) in one background thread.
+
+    The other ranks do not wait for rank 0's files: they go on to the next step's gradient
+    all-reduce, which fails after the collective timeout (30 s on CPU) if rank 0 is not there
+    by then. Writing in the background, rank 0 joins that all-reduce at once, however slow the
+    disk. A failed write is raised at the next `submit` or at `wait`.
+    """
+
+    def __init__(self, background: bool) -> None:
+        self._pool = ThreadPoolExecutor(1, "ms_resnet-writer") if background else None
+        self._pending: list[Future] = []
+
+    @property
+    def background(self) -> bool:
+        return self._pool is not None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        for future in [f for f in self._pending if f.done()]:
+            self._pending.remove(future)
+            future.result()
+        if self._pool is None:
+            write()
+        else:
+            self._pending.append(self._pool.submit(write))
+
+    def wait(self) -> None:
+        """Until every write submitted so far is done; raises the first that failed."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
 
 
 class StopSignal:
@@ -102,7 +153,7 @@ class ProgressBar(Callback):
         self.first_step, self.first_loss_sum = first_step, first_loss_sum
         self.counter, self.counts_known = counter, first_counts_known
         self.bar: tqdm | None = None
-        self.loss_sum, self.steps, self.start = 0.0, 0, 0.0
+        self.loss_sum, self.steps, self.start, self.epoch = 0.0, 0, 0.0, 0
         self.epoch_loss, self.epoch_seconds = math.nan, math.nan
         self._last_step_num = 0
         self.epoch_accuracy = math.nan
@@ -113,6 +164,7 @@ class ProgressBar(Callback):
 
     def on_train_epoch_begin(self, run_context) -> None:
         params = run_context.original_args()
+        self.epoch = params.cur_epoch_num
         self.loss_sum, self.steps, self.start = self.first_loss_sum, 0, time.perf_counter()
         self._last_step_num = params.cur_step_num
         self.bar = tqdm(total=params.batch_num, initial=self.first_step, file=sys.stderr,
@@ -158,23 +210,32 @@ class EvalCheckpoint(Callback):
     and last.ckpt (network + optimizer + position, for --resume), and record metrics.json.
 
     `network` is what best.ckpt holds (the evaluated weights), `training_state` what last.ckpt
-    holds besides the position. On a stop signal it saves last.ckpt at the current step and
-    raises `TrainingInterrupted`.
+    holds besides the position. `evaluate` returns the accuracy, mean loss and number of images
+    of the whole test set. On a stop signal it saves last.ckpt at the current step and raises
+    `TrainingInterrupted`.
+
+    Under data parallelism every rank calls `evaluate` (each evaluates its shard of the test set,
+    then the totals are all-reduced), so no rank waits in a collective while another evaluates;
+    only the main rank (`is_main`) prints and writes files, in the background (`FileWriter`).
     """
 
     def __init__(self, network: Saveable, training_state: Saveable,
                  evaluate: Callable[[], dict], progress: ProgressBar, ckpt_dir: Path,
                  epochs: int, metrics: dict, stop: StopSignal, resume_hint: str,
                  before_first_save: Callable[[], None] = lambda: None,
-                 is_main: bool = True) -> None:
+                 is_main: bool = True, workers: int = 1) -> None:
         super().__init__()
-        # Under data parallelism only the main rank evaluates and writes files; the weights
-        # are the same on every rank, and the saved BN statistics are the main rank's.
-        self.is_main = is_main
+        self.is_main, self.workers = is_main, workers
         self.network, self.training_state, self.evaluate = network, training_state, evaluate
         self.progress, self.ckpt_dir, self.epochs = progress, Path(ckpt_dir), epochs
         self.metrics, self.stop, self.resume_hint = metrics, stop, resume_hint
         self.before_first_save = before_first_save
+        self.writer = FileWriter(background=workers > 1)
+        self.evaluating = False
+        # Test hook (tests/test_distributed.py): the first evaluation on every rank, and the
+        # main rank's first checkpoint write, take this many seconds longer (e.g. longer than
+        # the collective timeout).
+        self._eval_delay = self._write_delay = float(os.environ.get("MS_RESNET_TEST_DELAY") or 0)
 
     @property
     def best_path(self) -> Path:
@@ -184,12 +245,27 @@ class EvalCheckpoint(Callback):
     def last_path(self) -> Path:
         return self.ckpt_dir / "last.ckpt"
 
-    def _save_last(self, epochs_done: int, step: int, loss_sum: float = 0.0) -> None:
+    def _save(self, saveable: Saveable, path: Path, extra: dict) -> None:
         self.before_first_save()
-        save_checkpoint_atomic(self.training_state, self.last_path, {
+        # Written in the background, the weights are copied now: training goes on changing them.
+        data = snapshot(saveable) if self.writer.background else saveable
+        delay, self._write_delay = self._write_delay, 0.0
+
+        def write() -> None:
+            time.sleep(delay)
+            save_checkpoint_atomic(data, path, extra)
+
+        self.writer.submit(write)
+
+    def _save_last(self, epochs_done: int, step: int, loss_sum: float = 0.0) -> None:
+        self._save(self.training_state, self.last_path, {
             "epoch": epochs_done, "step": step, "loss_sum": ms.Tensor(loss_sum, ms.float64),
             "best_accuracy": self.metrics["best_accuracy"] or -1.0,
-            "best_epoch": self.metrics["best_epoch"] or 0})
+            "best_epoch": self.metrics["best_epoch"] or 0, "workers": self.workers})
+
+    def finish(self) -> None:
+        """Wait until every checkpoint and metrics.json submitted so far is written."""
+        self.writer.wait()
 
     def on_train_step_end(self, run_context) -> None:
         if not self.stop.requested:
@@ -202,42 +278,50 @@ class EvalCheckpoint(Callback):
             return
         if self.is_main:
             self._save_last(epoch - 1, step, self.progress.loss_sum)
+            self.finish()
         raise TrainingInterrupted(f"{self.stop.requested}: stopped at epoch {epoch}, step {step}"
                                   f"; {self.last_path} saved. Resume with: {self.resume_hint}")
+
+    def _evaluate(self) -> tuple[dict, float]:
+        started = time.perf_counter()
+        self.evaluating = True
+        time.sleep(self._eval_delay)
+        self._eval_delay = 0.0
+        result = self.evaluate()
+        self.evaluating = False
+        return result, time.perf_counter() - started
 
     def on_train_epoch_end(self, run_context) -> None:
         params = run_context.original_args()
         epoch = params.cur_epoch_num
+        result, eval_seconds = self._evaluate()
         if not self.is_main:
             if self.stop.requested:
                 raise TrainingInterrupted(f"{self.stop.requested}: stopped after epoch {epoch}")
             return
-        started = time.perf_counter()
-        result = self.evaluate()
-        eval_seconds = time.perf_counter() - started
         accuracy, loss = float(result["accuracy"]), float(result["loss"])
         images = self.progress.steps * self.progress.batch_size
         record = {"epoch": epoch, "train_loss": self.progress.epoch_loss,
                   "train_accuracy": self.progress.epoch_accuracy, "test_loss": loss,
-                  "test_accuracy": accuracy, "seconds": self.progress.epoch_seconds,
-                  "eval_seconds": eval_seconds,
+                  "test_accuracy": accuracy, "test_images": int(result["images"]),
+                  "seconds": self.progress.epoch_seconds, "eval_seconds": eval_seconds,
                   "images_per_second": images / self.progress.epoch_seconds}
         best = self.metrics["best_accuracy"]
         note = ""
         if best is None or accuracy > best:
             self.metrics.update(best_accuracy=accuracy, best_epoch=epoch)
-            self.before_first_save()
-            save_checkpoint_atomic(self.network, self.best_path,
-                                   {"epoch": epoch, "accuracy": accuracy})
+            self._save(self.network, self.best_path, {"epoch": epoch, "accuracy": accuracy})
             note = f" -> saved {self.best_path}"
         self._save_last(epoch, 0)
         self.metrics["epochs"].append(record)
-        write_json_atomic(self.metrics, self.ckpt_dir / "metrics.json")
+        metrics = copy.deepcopy(self.metrics)
+        self.writer.submit(lambda: write_json_atomic(metrics, self.ckpt_dir / "metrics.json"))
         print(f"epoch {epoch}/{self.epochs}: train loss {record['train_loss']:.4f}, "
               f"accuracy {record['train_accuracy']:.2%} | "
               f"test loss {loss:.4f} | test accuracy {accuracy:.2%} "
               f"(best {self.metrics['best_accuracy']:.2%}){note} | "
               f"{record['seconds']:.1f} s, {record['images_per_second']:.0f} img/s", flush=True)
         if self.stop.requested:
+            self.finish()
             raise TrainingInterrupted(f"{self.stop.requested}: stopped after epoch {epoch}; "
                                       f"{self.last_path} saved. Resume with: {self.resume_hint}")

@@ -25,8 +25,10 @@ def config_for_checkpoint(ckpt: Path, config_path: str | None,
     return build_config(config_path, overrides, training=False)
 
 
-# Scalars saved beside the weights (position and accuracy), see callbacks.EvalCheckpoint.
-_EXTRA_KEYS = ("epoch", "step", "loss_sum", "accuracy", "best_accuracy", "best_epoch")
+# Scalars saved beside the weights (position, accuracy, data-parallel workers), see
+# callbacks.EvalCheckpoint.
+_EXTRA_KEYS = ("epoch", "step", "loss_sum", "accuracy", "best_accuracy", "best_epoch",
+               "workers")
 
 
 def _extras(saved: dict) -> dict:

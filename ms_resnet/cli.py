@@ -12,7 +12,7 @@ from typing import Callable
 
 from ms_resnet.config import CommandParser
 from ms_resnet.cpu_isa import CpuIsaError
-from ms_resnet.errors import TrainingInterrupted, UserError
+from ms_resnet.errors import TrainingInterrupted, UserError, WorkerFailed
 
 
 def _train(argv: Sequence[str]) -> None:
@@ -109,6 +109,9 @@ def run(command: str, argv: Sequence[str]) -> int:
     except (UserError, CpuIsaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except WorkerFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except TrainingInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return 130

@@ -23,3 +23,8 @@ class TrainingDiverged(UserError):
 
 class TrainingInterrupted(Exception):
     """Ctrl-C or SIGTERM: training stopped after saving last.ckpt (exit code 130)."""
+
+
+class WorkerFailed(Exception):
+    """A data-parallel worker stopped mid-training (a collective failed or timed out): printed
+    as one `error: rank N stopped at ...` line, exit code 1 (see ms_resnet.msrun_report)."""

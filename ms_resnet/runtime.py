@@ -42,6 +42,11 @@ def set_up_context(config: Config) -> RunContext:
     try:
         init()
     except RuntimeError as exc:
+        if os.environ.get("MS_ROLE") == "MS_SCHED":
+            # msrun's scheduler runs this script too, and its init() lasts the whole job: it
+            # fails when a worker stops at any time, start-up or not (scheduler.log).
+            raise UserError("msrun scheduler: the job ended with a failed worker (see the "
+                            f"worker logs): {str(exc).strip().splitlines()[0]}") from None
         raise UserError("distributed start-up failed (--distribute runs under msrun: "
                         "bash scripts/run_distribute_train.sh N ...): "
                         f"{str(exc).strip().splitlines()[0]}") from None
@@ -50,10 +55,11 @@ def set_up_context(config: Config) -> RunContext:
     return RunContext(get_rank(), get_group_size(), cpu_isa)
 
 
-def parameter_digest(net: nn.Cell) -> str:
-    """sha256 of all trainable parameters: equal on every rank of a healthy data-parallel run."""
+def parameter_digest(net: nn.Cell, trainable_only: bool = True) -> str:
+    """sha256 of all trainable parameters (or all parameters, BN statistics included): equal on
+    every rank of a healthy data-parallel run."""
     digest = hashlib.sha256()
-    for param in net.trainable_params():
+    for param in net.trainable_params() if trainable_only else net.get_parameters():
         digest.update(param.name.encode())
         digest.update(param.asnumpy().tobytes())
     return digest.hexdigest()

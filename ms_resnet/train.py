@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import mindspore as ms
 import mindspore.dataset as ds
 from mindspore import nn
-from mindspore.train import Accuracy, Model
+from mindspore.train import Model
 
-from ms_resnet.callbacks import EvalCheckpoint, MeanLoss, ProgressBar, StopSignal
+from ms_resnet.callbacks import EvalCheckpoint, EvalTotals, ProgressBar, StopSignal
 from ms_resnet.checkpoint import (
     freeze_backbone,
     load_pretrained,
@@ -34,7 +36,8 @@ from ms_resnet.data.folder import translate_decode_error
 from ms_resnet.dataspec import complete_folder_config, create_split
 from ms_resnet.device import amp_workspace, apply_jit_level, device_summary, model_options
 from ms_resnet.ema import WeightAverage
-from ms_resnet.errors import UserError
+from ms_resnet.errors import UserError, WorkerFailed
+from ms_resnet.msrun_report import banner, failure_line
 from ms_resnet.network import (
     build_network,
     build_second_network,
@@ -42,13 +45,15 @@ from ms_resnet.network import (
     inference_network,
 )
 from ms_resnet.optim import create_optimizer
+from ms_resnet.parallel import RankSum, average_moving_statistics
 from ms_resnet.runtime import machine_description, parameter_digest, set_up_context
 from ms_resnet.train_accuracy import COUNTER_NAMES, CountingLoss
 
 DEFAULT_CONFIG = "configs/mnist.yaml"
-# Keys that may differ when resuming: where things are, not what is trained.
+# Keys that may differ when resuming: where things are, not what is trained (`distribute` is
+# checked as the number of workers, see _check_resume_workers).
 RESUME_MAY_CHANGE = {"data_dir", "ckpt_dir", "num_parallel_workers", "export_mindir",
-                     "device_id"}
+                     "device_id", "distribute"}
 
 
 class EvalNet(nn.Cell):
@@ -65,8 +70,25 @@ class EvalNet(nn.Cell):
 
 
 def build_eval_model(net: nn.Cell) -> Model:
-    return Model(net, eval_network=EvalNet(net), eval_indexes=[0, 1, 2],
-                 metrics={"accuracy": Accuracy(), "loss": MeanLoss()})
+    # No eval_indexes: EvalTotals takes all three outputs at once.
+    return Model(net, eval_network=EvalNet(net), metrics={"totals": EvalTotals()})
+
+
+def data_parallel_evaluation(eval_model: Model, test_shard: ds.Dataset, evaluated_net: nn.Cell,
+                             workers: int) -> Callable[[], dict]:
+    """Evaluation of the whole test set in which every rank evaluates its shard: the ranks'
+    BN statistics are averaged first (ms_resnet.parallel says why), so that every rank evaluates
+    the same network, the one best.ckpt saves; the correct counts and loss sums are then summed
+    over the ranks. With one worker, the whole test set in this process."""
+    rank_sum = RankSum(workers)
+
+    def evaluate() -> dict:
+        average_moving_statistics(evaluated_net, rank_sum)
+        totals = eval_model.eval(test_shard, dataset_sink_mode=False)["totals"]
+        correct, loss_sum, images = rank_sum(totals)
+        return {"accuracy": correct / images, "loss": loss_sum / images, "images": images}
+
+    return evaluate
 
 
 def _prepare_output(ckpt_dir: Path, resuming: bool, overwrite: bool) -> None:
@@ -105,6 +127,16 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
     rank, workers, cpu_isa = set_up_context(config)
     is_main = rank == 0
     ckpt_dir = Path(config.ckpt_dir)
+    if workers > 1:
+        # Lets the launcher's failure summary (ms_resnet.msrun_report) name ranks, not pids.
+        print(banner(rank, workers, os.getpid(), socket.gethostname()), file=sys.stderr,
+              flush=True)
+    if resume is not None:
+        _check_resume_workers(resume, workers)
+    if workers > 1 and config.eval_num_samples and config.eval_num_samples < workers:
+        raise ConfigError(f"eval_num_samples {config.eval_num_samples} is smaller than the "
+                          f"number of workers ({workers}): each evaluates its share of the test "
+                          "set")
     if is_main:
         _prepare_output(ckpt_dir, resume is not None, overwrite)
     shards = {"num_shards": workers, "shard_id": rank} if workers > 1 else {}
@@ -113,9 +145,10 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
                               random_erasing=config.random_erasing,
                               num_samples=config.num_samples,
                               num_parallel_workers=config.num_parallel_workers, **shards)
+    # Under data parallelism each rank evaluates a disjoint shard: every test image once.
     test_data = create_split(config, "test", config.eval_batch_size,
                              num_samples=config.eval_num_samples,
-                             num_parallel_workers=config.num_parallel_workers)
+                             num_parallel_workers=config.num_parallel_workers, **shards)
     steps = train_data.get_dataset_size()
     if steps == 0:
         raise UserError(f"batch_size {config.batch_size} is larger than the training set; "
@@ -199,19 +232,33 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
         f"{isa_note}; output in {ckpt_dir}", flush=True)
     started = time.perf_counter()
     stop = StopSignal()
+    resume_hint = (f"python train.py --resume {ckpt_dir / 'last.ckpt'}" if workers == 1 else
+                   f"bash scripts/run_distribute_train.sh {workers} --ckpt_dir {ckpt_dir} --resume")
     with stop:
         evaluator = EvalCheckpoint(
             best_state, training_state,
-            lambda: eval_model.eval(test_data, dataset_sink_mode=False), progress, ckpt_dir,
-            config.epochs, metrics, stop, f"python train.py --resume {ckpt_dir / 'last.ckpt'}",
-            save_config_once, is_main)
+            data_parallel_evaluation(eval_model, test_data, evaluated_net, workers), progress,
+            ckpt_dir, config.epochs, metrics, stop, resume_hint, save_config_once, is_main,
+            workers)
         callbacks = [progress, *([averager] if averager else []), evaluator]
-        with translate_decode_error():
-            model.train(config.epochs, train_data, callbacks=callbacks,
-                        dataset_sink_mode=config.dataset_sink_mode, sink_size=config.sink_size,
-                        initial_epoch=epochs_done)
+        try:
+            with translate_decode_error():
+                model.train(config.epochs, train_data, callbacks=callbacks,
+                            dataset_sink_mode=config.dataset_sink_mode,
+                            sink_size=config.sink_size, initial_epoch=epochs_done)
+        except RuntimeError as exc:
+            if workers == 1:
+                raise
+            # Mostly a collective that timed out because another rank died or stalled.
+            raise WorkerFailed(failure_line(rank, progress.epoch, progress.step_in_epoch,
+                                            steps, evaluator.evaluating, str(exc))) from None
+        evaluator.finish()
     if workers > 1:
+        # After the last collective: from here on rank 0 may take as long as it needs (the
+        # export below) while the others exit.
         print(f"rank {rank}: trainable parameter sha256 {parameter_digest(net)}", flush=True)
+        print(f"rank {rank}: evaluated network sha256 "
+              f"{parameter_digest(evaluated_net, trainable_only=False)}", flush=True)
     if not is_main:
         return metrics
     print(f"done in {time.perf_counter() - started:.0f} s: best test accuracy "
@@ -223,6 +270,21 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
         export_checkpoint(evaluator.best_path, str(ckpt_dir / "config.yaml"),
                           parity_samples=min(256, config.eval_num_samples or 256))
     return metrics
+
+
+def _check_resume_workers(last_ckpt: Path, workers: int) -> None:
+    """The data shards, the steps per epoch and the scaled learning rate all depend on the
+    number of workers: a run continues only on as many as it started with."""
+    saved = read_extras(last_ckpt).get("workers")
+    metrics_file = last_ckpt.parent / "metrics.json"
+    if saved is None and metrics_file.is_file():  # a last.ckpt from before "workers" was saved
+        saved = json.loads(metrics_file.read_text(encoding="utf-8")).get("workers")
+    if saved is not None and int(saved) != workers:
+        how = ("python train.py --resume" if saved == 1 else
+               f"bash scripts/run_distribute_train.sh {saved} ... --resume")
+        raise ConfigError(f"{last_ckpt}: written by a run on {saved} worker(s), so it resumes "
+                          f"only on {saved} (this run has {workers}; the data shards, steps per "
+                          f"epoch and scaled learning rate depend on the count): use {how}")
 
 
 def build_parser() -> CommandParser:

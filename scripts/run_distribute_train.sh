@@ -12,8 +12,8 @@
 # Environment: MASTER_ADDR (default 127.0.0.1), MASTER_PORT (default: a free port, single
 # machine only), NODE_RANK, LOCAL_WORKER_NUM (workers on this machine, default NUM_WORKERS),
 # CLUSTER_TIME_OUT (seconds to wait for all workers to join, default 600).
-# Worker logs: <ckpt_dir>/logs/worker_<rank>.log. Only rank 0 prints progress, evaluates and
-# writes checkpoints.
+# Worker logs: <ckpt_dir>/logs/worker_<rank>.log. Every rank evaluates its shard of the test
+# set; only rank 0 prints progress and writes checkpoints (docs/distributed.md).
 # GPU and Ascend: give --device_target (or a config that sets it, e.g.
 # configs/cifar10_resnet50_ascend.yaml / _gpu.yaml); msrun gives each local worker its own
 # device (local rank = device number), so DEVICE_ID and device_id are not used here.
@@ -66,14 +66,20 @@ if $dry_run; then
   exit 0
 fi
 mkdir -p "$ckpt_dir/logs"
+# logs/ holds this run's logs only (msrun overwrites worker_<rank>.log, but not those of ranks
+# an earlier run had and this one has not).
+rm -f "$ckpt_dir"/logs/worker_*.log
 # msrun shows rank 0's output here; its own messages go to logs/msrun.log.
 set +e
 "${command[@]}" 2> "$ckpt_dir/logs/msrun.log"
 status=$?
 set -e
 if [[ $status -ne 0 ]]; then
-  echo "error: distributed training failed (msrun exit code $status): a worker stopped or" \
-    "could not start; see $ckpt_dir/logs/worker_*.log. Resume from the last finished epoch" \
-    "with: bash scripts/run_distribute_train.sh $workers $config --ckpt_dir $ckpt_dir --resume" >&2
-  exit "$status"
+  # One line from the worker logs: which rank stopped first, where (epoch, step) and why, and
+  # the log line to read; a worker's own error (bad config, refused --resume) as it is, exit 2.
+  resume="bash scripts/run_distribute_train.sh $workers $config --ckpt_dir $ckpt_dir --resume"
+  set +e
+  PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" \
+    python -m ms_resnet.msrun_report "$ckpt_dir/logs" "$status" "$resume"
+  exit $?
 fi

@@ -25,8 +25,6 @@ from tests.conftest import ROOT, run_command
 READMES = ("README.md", "README_CN.md")
 DOCS_PAGES = tuple(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")))
 DOCUMENTS = READMES + DOCS_PAGES + ("benchmarks/README.md", "benchmarks/RESULTS.md")
-# Pages that other branches are writing; the links to them are checked once they exist.
-PENDING_PAGES = {"docs/distributed.md"}
 KEY_TABLE_START = "<!-- config-keys: written by `python -m tests.test_docs` -->"
 KEY_TABLE_END = "<!-- /config-keys -->"
 
@@ -237,15 +235,14 @@ def anchors(path: Path) -> set[str]:
     return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
-def broken_links(path: Path, pending: set[str] = frozenset()) -> list[str]:
+def broken_links(path: Path) -> list[str]:
     """Relative links of the Markdown file `path` whose file, or heading, does not exist."""
     broken = []
     for link in relative_links(path):
         target, _, anchor = link.partition("#")
         target_path = (path.parent / target).resolve() if target else path
         if not target_path.exists():
-            if str(target_path) not in {str(ROOT / page) for page in pending}:
-                broken.append(link)
+            broken.append(link)
         elif anchor and target_path.suffix == ".md" and anchor not in anchors(target_path):
             broken.append(link)
     return broken
@@ -253,7 +250,7 @@ def broken_links(path: Path, pending: set[str] = frozenset()) -> list[str]:
 
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_every_relative_link_points_to_an_existing_file(document: str) -> None:
-    assert not broken_links(ROOT / document, PENDING_PAGES), document
+    assert not broken_links(ROOT / document), document
 
 
 def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ def test_sigkill_in_epoch_2_then_resume(mnist_small: Path, tmp_path: Path,
     assert code == -signal.SIGKILL
     assert read_extras(tmp_path / "last.ckpt") == pytest.approx(
         {"epoch": 1, "step": 0, "loss_sum": 0.0,
-         "best_accuracy": _metrics(tmp_path)["best_accuracy"], "best_epoch": 1})
+         "best_accuracy": _metrics(tmp_path)["best_accuracy"], "best_epoch": 1, "workers": 1})
     _check_resumed(tmp_path, uninterrupted)
 
 

@@ -270,7 +270,12 @@ def folder_reader(layout: FolderLayout, split: str, spec: FolderSpec, shuffle: b
         # whole classes.
         picked = np.random.default_rng(spec.seed + 1).permutation(len(indices))[:num_samples]
         indices = sorted(indices[i] for i in picked)
+    if num_shards and shuffle:
+        # Training: shards of equal length, so every rank runs the same number of steps (their
+        # gradients are all-reduced at each one); up to num_shards - 1 images are left out.
+        indices = indices[:len(indices) - len(indices) % num_shards]
     if num_shards:
+        # Evaluation shards may differ in length by one: every image is evaluated once.
         indices = indices[shard_id::num_shards]
     sampler = ds.SubsetRandomSampler(indices) if shuffle else ds.SubsetSampler(indices)
     return ds.ImageFolderDataset(str(folder), decode=False, extensions=_READER_EXTENSIONS,

@@ -30,11 +30,19 @@ def _reader(info: DatasetInfo, folder: Path, split: str, shuffle: bool,
         # measured 1,800-2,700 img/s against 8,100 with 1 (benchmarks/RESULTS.md).
         workers = 1
     kwargs = {"usage": split, "num_parallel_workers": workers}
-    if num_shards and num_samples:
-        # Disjoint shards of the first N images, each reshuffled every epoch.
-        shard = list(range(shard_id, num_samples, num_shards))
-        kwargs.update(sampler=ds.SubsetRandomSampler(shard) if shuffle
-                      else ds.SubsetSampler(shard))
+    if num_shards and not shuffle:
+        # Evaluation: every image exactly once over all shards, which may differ in length by
+        # one. MindSpore's own sharding pads the shorter shards with repeated images (1,000
+        # images on 3 shards: 3 x 334), which would be counted twice.
+        size = reader_cls(str(folder), usage=split).get_dataset_size()
+        total = min(num_samples or size, size)
+        kwargs.update(sampler=ds.SubsetSampler(list(range(shard_id, total, num_shards))))
+    elif num_shards and num_samples:
+        # Training: disjoint shards of the first N images, each reshuffled every epoch, of equal
+        # length so that every rank runs the same number of steps (their gradients are
+        # all-reduced at each one); up to num_shards - 1 images are left out.
+        shard = list(range(shard_id, num_samples - num_samples % num_shards, num_shards))
+        kwargs.update(sampler=ds.SubsetRandomSampler(shard))
     elif num_shards:
         kwargs.update(shuffle=shuffle, num_shards=num_shards, shard_id=shard_id)
     elif num_samples and shuffle:

@@ -56,7 +56,7 @@ def _cache_dir(info: DatasetInfo, data_dir: Path) -> Path:
 
 def _link(source: Path, target: Path) -> None:
     """Make `target` a symlink to `source`, replacing whatever was there."""
-    tmp = target.with_name(target.name + ".lnk")
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.lnk")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(source.resolve())
     os.replace(tmp, target)
@@ -82,13 +82,14 @@ class _Stamps:
 
     def record(self, derived: Path, source: Path) -> None:
         self.data[derived.name] = _stamp(source)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.data, indent=1))
         os.replace(tmp, self.path)
 
 
 def _gunzip(source: Path, target: Path) -> None:
-    tmp = target.with_name(target.name + ".part")
+    # Per process: data-parallel workers may prepare the same fresh cache at the same time.
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
     try:
         with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
