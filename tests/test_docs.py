@@ -241,9 +241,9 @@ def broken_links(path: Path) -> list[str]:
     for link in relative_links(path):
         target, _, anchor = link.partition("#")
         target_path = (path.parent / target).resolve() if target else path
-        if not target_path.exists():
-            broken.append(link)
-        elif anchor and target_path.suffix == ".md" and anchor not in anchors(target_path):
+        missing_anchor = (target_path.exists() and anchor and target_path.suffix == ".md"
+                          and anchor not in anchors(target_path))
+        if not target_path.exists() or missing_anchor:
             broken.append(link)
     return broken
 
