@@ -205,6 +205,10 @@ def gradient_norms(depth: int, args: argparse.Namespace) -> dict[str, list[float
                               augment=False, num_samples=config.num_samples)
         image, label = next(data.create_tuple_iterator())
         loss = nn.WithLossCell(net, nn.CrossEntropyLoss())
+        # Training mode, as in the runs: BN normalises by the batch's statistics. A Cell starts
+        # in inference mode, where BN would use its initial running statistics (mean 0, var 1)
+        # and the residual stream's scale would grow unnormalised through the depth.
+        loss.set_train(True)
         weights = [p for p in net.trainable_params() if p.ndim == 4]  # the convolutions
         # A compiled Cell: MindSpore 2.10's PyNative StridedSliceGrad (option A's subsampling)
         # fails on CPU.

@@ -4,6 +4,7 @@ tiny subset, and the committed runs show the degradation and are quoted in docs/
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,30 @@ def test_gradient_norms_at_initialisation(mnist_small: Path, tmp_path: Path) -> 
     assert {run: len(values) for run, values in norms.items()} == {"plain20": 19, "resnet20": 19}
     assert all(np.isfinite(values).all() and min(values) > 0 for values in norms.values())
     assert image.imread(tmp_path / "fig_grad_norms.png").shape[0] > 200
+
+
+def test_gradient_norms_are_taken_in_training_mode(mnist_small: Path, tmp_path: Path,
+                                                  monkeypatch) -> None:
+    """The runs train with BN on batch statistics; the norms at initialisation must too (a Cell
+    starts in inference mode, where BN uses its initial running statistics)."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import degradation
+
+    modes = []
+    real = degradation._gradients
+
+    def recording(loss, weights):
+        modes.append(all(cell.training for _, cell in loss.cells_and_names()))
+        return real(loss, weights)
+
+    monkeypatch.setattr(degradation, "_gradients", recording)
+    args = argparse.Namespace(lr=0.025, batch_size=8, epochs=1, num_samples=16,
+                              eval_num_samples=16, seed=42, data_dir=mnist_small,
+                              work_dir=tmp_path)
+    norms = degradation.gradient_norms(20, args)
+    assert set(norms) == {"plain20", "resnet20"} and modes == [True, True]
 
 
 def test_bad_depths_are_one_line(tmp_path: Path) -> None:
