@@ -59,28 +59,29 @@ def test_gradient_norms_at_initialisation(mnist_small: Path, tmp_path: Path) -> 
     assert image.imread(tmp_path / "fig_grad_norms.png").shape[0] > 200
 
 
-def test_gradient_norms_are_taken_in_training_mode(mnist_small: Path, tmp_path: Path,
-                                                  monkeypatch) -> None:
+PROBE_MODES = """
+import argparse, sys
+from pathlib import Path
+sys.path.insert(0, "benchmarks")
+import degradation
+real, modes = degradation._gradients, []
+def recording(loss, weights):
+    modes.append(all(cell.training for _, cell in loss.cells_and_names()))
+    return real(loss, weights)
+degradation._gradients = recording
+args = argparse.Namespace(lr=0.025, batch_size=8, epochs=1, num_samples=16, eval_num_samples=16,
+                          seed=42, data_dir=Path(sys.argv[1]), work_dir=Path(sys.argv[2]))
+print(sorted(degradation.gradient_norms(20, args)), modes)
+"""
+
+
+def test_gradient_norms_are_taken_in_training_mode(mnist_small: Path, tmp_path: Path) -> None:
     """The runs train with BN on batch statistics; the norms at initialisation must too (a Cell
-    starts in inference mode, where BN uses its initial running statistics)."""
-    import argparse
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import degradation
-
-    modes = []
-    real = degradation._gradients
-
-    def recording(loss, weights):
-        modes.append(all(cell.training for _, cell in loss.cells_and_names()))
-        return real(loss, weights)
-
-    monkeypatch.setattr(degradation, "_gradients", recording)
-    args = argparse.Namespace(lr=0.025, batch_size=8, epochs=1, num_samples=16,
-                              eval_num_samples=16, seed=42, data_dir=mnist_small,
-                              work_dir=tmp_path)
-    norms = degradation.gradient_norms(20, args)
-    assert set(norms) == {"plain20", "resnet20"} and modes == [True, True]
+    starts in inference mode, where BN uses its initial running statistics). In a subprocess:
+    the probe sets MindSpore's context, which must not leak into the test session."""
+    result = run_command(sys.executable, "-c", PROBE_MODES, str(mnist_small), str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "['plain20', 'resnet20'] [True, True]"
 
 
 def test_bad_depths_are_one_line(tmp_path: Path) -> None:
