@@ -92,8 +92,9 @@ def test_bad_depths_are_one_line(tmp_path: Path) -> None:
 
 
 def test_committed_runs_show_the_degradation_and_are_quoted(tmp_path: Path) -> None:
-    """plain56 ends with a higher training error than plain20 (the degradation), and
-    docs/degradation.md quotes the table and the verdict lines that --report prints."""
+    """plain56 ends with a higher training error than plain20 (the degradation), resnet56 with
+    one no higher than resnet20's, and docs/degradation.md quotes the table and the verdict
+    lines that --report prints."""
     errors = {}
     for run in RUNS:
         metrics = json.loads((COMMITTED / run / "metrics.json").read_text())
@@ -101,6 +102,7 @@ def test_committed_runs_show_the_degradation_and_are_quoted(tmp_path: Path) -> N
         assert (COMMITTED / run / "train.log").is_file()
         errors[run] = 1 - metrics["epochs"][-1]["train_accuracy"]
     assert errors["plain56"] > errors["plain20"]
+    assert errors["resnet56"] <= errors["resnet20"]
     result = run_command("benchmarks/degradation.py", "--report",
                          "--figure", str(tmp_path / "fig.png"))
     verdicts = [line for line in result.stdout.splitlines() if line[:4] in ("yes:", "NO :")]
