@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="test images (the first N of the test split)")
     parser.add_argument("--epochs", type=int, default=32,
                         help="epochs per run (32 x 62 steps: long enough for resnet56 to fit as "
-                             "well as resnet20; 4 show the plain networks' gap in 1/8 of the time)")
+                             "well as resnet20; 4 show the plain networks' gap in 1/8 of the "
+                             "steps)")
     parser.add_argument("--lr", type=float, default=0.025,
                         help="lr before the two /10 steps (the paper's 0.1 at batch 128, "
                              "scaled linearly)")
