@@ -4,9 +4,16 @@ config -> data -> model -> train -> checkpoint -> export -> inference, with no c
 from __future__ import annotations
 
 import ast
+import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "ms_resnet"
+BENCHMARKS = PACKAGE.parent / "benchmarks"
 
 
 def _module_name(path: Path, package: Path) -> str:
@@ -88,3 +95,24 @@ def test_inference_does_not_need_the_training_code() -> None:
             reachable.add(target)
             todo.append(target)
     assert not reachable & {"ms_resnet.train", "ms_resnet.callbacks", "ms_resnet.optim"}
+
+
+# Modules that processes without MindSpore import: the config's help and validation, dataset
+# names and files, the CPU ISA rule, and the benchmarks' PyTorch workers (which refuse to run
+# with mindspore loaded, as it would inflate their memory and thread figures).
+LIGHT_MODULES = ["ms_resnet", "ms_resnet.errors", "ms_resnet.config", "ms_resnet.cpu_isa",
+                 "ms_resnet.data", "ms_resnet.data.prepare", "ms_resnet.data.registry",
+                 "ms_resnet.data.download", "ms_resnet.data.folder", "specs", "torch_models"]
+
+
+@pytest.mark.parametrize("module", LIGHT_MODULES)
+def test_light_module_does_not_import_mindspore(module: str) -> None:
+    if module == "torch_models" and importlib.util.find_spec("torch") is None:
+        assert not os.environ.get("CI"), "CI installs the bench extra (torch): .ci/run"
+        pytest.skip("torch is not installed (pip install -e '.[bench]')")
+    probe = (f"import sys; sys.path.insert(0, {str(BENCHMARKS)!r}); import {module}; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mindspore')[:3])")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=PACKAGE.parent, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"{module} loads {result.stdout.strip()}"

@@ -3,6 +3,7 @@ the MNIST folder found as train.py finds it (--data_dir, $MS_RESNET_DATA/mnist, 
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,33 @@ def test_find_mnist_reads_ms_resnet_data_unless_given_a_folder(
     monkeypatch.setenv("MS_RESNET_DATA", str(tmp_path / "empty"))
     with pytest.raises(SystemExit, match="not found in .*empty/mnist"):
         specs.find_mnist(None, ["train"])
+
+
+def _need_torch() -> None:
+    if importlib.util.find_spec("torch") is None:
+        assert not os.environ.get("CI"), "CI installs the bench extra (torch): see .ci/run"
+        pytest.skip("torch is not installed (pip install -e '.[bench]')")
+
+
+def test_both_sides_of_the_training_benchmark_run(tmp_path: Path, mnist_small: Path) -> None:
+    """The PyTorch worker runs in a process without MindSpore; a light module that starts
+    importing it makes this fail (as it did when ms_resnet.data loaded mindspore)."""
+    _need_torch()
+    out = tmp_path / "train.json"
+    result = run_command(SCRIPT, "--quick", "--models", "fast_resnet8:1x28",
+                         "--data_dir", str(mnist_small), "--json", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads(out.read_text())["results"]["fast_resnet8:1x28"]
+    assert record["ratio_ms_torch"] > 0
+    assert len(record["runs"]["torch"]) == len(record["runs"]["ms"]) == 1
+
+
+def test_both_sides_of_the_inference_benchmark_run() -> None:
+    _need_torch()
+    result = run_command("benchmarks/infer_throughput.py", "--quick", "--models",
+                         "fast_resnet8:1x28", "--no_jit")
+    assert result.returncode == 0, result.stdout + result.stderr
+    row = next(line for line in result.stdout.splitlines()[::-1]
+               if line.startswith("| fast_resnet8:1x28"))  # the batch-256 table comes last
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert float(cells[1]) > 0 and float(cells[2]) > 0  # MindIR and PyTorch img/s

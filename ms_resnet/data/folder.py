@@ -21,14 +21,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mindspore.dataset as ds
 import numpy as np
-from mindspore.dataset import vision
 
 from ms_resnet.data.prepare import cache_root
 from ms_resnet.data.registry import DatasetInfo
 from ms_resnet.errors import DataError
+
+if TYPE_CHECKING:
+    import mindspore.dataset as ds
+
+# mindspore is imported inside the functions that build pipelines: this module's names (FOLDER,
+# AUGMENTATIONS, FolderSpec, scan_folder) are read by processes that must not load it (the
+# config's help, the benchmarks' PyTorch workers).
 
 FOLDER = "folder"
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -201,12 +207,14 @@ def check_images(root: Path, files: list[Path]) -> None:
 
 
 def _to_channels(channels: int) -> list:
+    from mindspore.dataset import vision
     # Decode always gives 8-bit RGB (grey, palette, RGBA, 16-bit and CMYK files included).
     return [vision.Decode()] + ([vision.ConvertColor(vision.ConvertMode.COLOR_RGB2GRAY)]
                                 if channels == 1 else [])
 
 
 def _to_tensor(spec: FolderSpec) -> list:
+    from mindspore.dataset import vision
     # ToTensor gives CHW float 0..1, also for the 2-D array that grey conversion leaves.
     return [vision.ToTensor(), vision.Normalize(mean=list(spec.mean), std=list(spec.std),
                                                 is_hwc=False)]
@@ -216,6 +224,7 @@ def eval_resize(image_size: int, eval_crop: float) -> list:
     """Evaluation: the whole image resized to the square input (as `ms-resnet predict` and the
     XiHe app do), or, with eval_crop < 1, the shorter side resized to image_size / eval_crop
     and the centre cropped (ImageNet: 256 -> 224)."""
+    from mindspore.dataset import vision
     if eval_crop >= 1.0:
         return [vision.Resize((image_size, image_size))]
     return [vision.Resize(round(image_size / eval_crop)), vision.CenterCrop(image_size)]
@@ -223,6 +232,7 @@ def eval_resize(image_size: int, eval_crop: float) -> list:
 
 def folder_transforms(spec: FolderSpec, train: bool, augment: bool = True) -> list:
     """Per-image ops from an encoded file to a normalised CHW float32 array."""
+    from mindspore.dataset import vision
     size, how = spec.image_size, spec.augmentation if (train and augment) else "none"
     ops = _to_channels(spec.channels)
     if how.startswith("resized_crop"):
@@ -262,6 +272,7 @@ def folder_reader(layout: FolderLayout, split: str, spec: FolderSpec, shuffle: b
                   num_samples: int | None = None, num_shards: int | None = None,
                   shard_id: int | None = None, workers: int = 2) -> ds.Dataset:
     """ImageFolderDataset (encoded bytes) over one split, with the class order of `spec`."""
+    import mindspore.dataset as ds
     folder, indices = split_source(layout, split, spec)
     if not indices:
         raise DataError(f"{folder}: no images in the {split} split")
@@ -287,6 +298,8 @@ def compute_stats(layout: FolderLayout, channels: int, image_size: int, seed: in
                   workers: int = 2) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (0..1 scale) of up to STATS_SAMPLE training images, as the
     network sees them (converted and resized); cached per folder, channels and size."""
+    import mindspore.dataset as ds
+    from mindspore.dataset import vision
     cache = cache_dir(layout.root) / f"stats-{channels}x{image_size}.json"
     signature = _signature(layout.train)
     saved = _read_cache(cache)
