@@ -24,7 +24,7 @@ from ms_resnet.data import FOLDER
 from ms_resnet.errors import UserError
 
 INFERENCE_DIR = Path(__file__).resolve().parents[1] / "inference"
-# cpu_isa.py is the package's own module (a symlink in inference/), copied as a real file.
+# cpu_isa.py is a copy of the package's module (tests/test_xihe.py keeps the two identical).
 APP_FILES = ("app.py", "cpu_isa.py", "requirements.txt")
 MODEL_FILES = ("best.mindir", "best.json")
 PLACEHOLDER_OWNER = "YOUR_XIHE_NAME"

@@ -32,6 +32,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr
 SCREENSHOT = ROOT / "docs" / "images" / "xihe_app.png"
 START_TIMEOUT = 90
 LOCAL = "127.0.0.1"
+XIHE_PORT = 7860  # what XiHe opens: app.py's default
 
 
 def free_port() -> int:
@@ -54,23 +55,32 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def serve_app(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """inference/ copied as XiHe's runtime has it, the model files from config.json beside
-    app.py, and `python3 app.py` run from there on a free local port; stopped afterwards."""
+def serve_app(model_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+              as_xihe_runs_it: bool = False):
+    """inference/ copied alone as XiHe's runtime has it (links kept as links, not followed), the
+    model files from config.json beside app.py, and `python3 app.py` run from there; stopped
+    afterwards. as_xihe_runs_it: no arguments and no PORT, so the app's own default, port 7860
+    on every interface; else a free local port."""
     folder = tmp_path_factory.mktemp("xihe") / "inference"
-    shutil.copytree(INFERENCE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(INFERENCE, folder, symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
     for name in model_file_names():
         shutil.copyfile(model_dir / name, folder / name)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MS_RESNET_MODEL"}
-    env.update(PORT=str(port), GRADIO_ANALYTICS_ENABLED="False", NO_PROXY=LOCAL, no_proxy=LOCAL,
-               PYTHONUNBUFFERED="1")
+    port = XIHE_PORT if as_xihe_runs_it else free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MS_RESNET_MODEL", "PORT", "GRADIO_SERVER_PORT", "HOST")}
+    env.update(GRADIO_ANALYTICS_ENABLED="False", NO_PROXY=LOCAL, no_proxy=LOCAL,
+               PYTHONUNBUFFERED="1", **({} if as_xihe_runs_it else {"PORT": str(port)}))
+    if as_xihe_runs_it:
+        with socket.socket() as sock:
+            assert sock.connect_ex((LOCAL, port)) != 0, f"port {port} is taken: free it first"
     saved_no_proxy = os.environ.get("NO_PROXY")
     os.environ["NO_PROXY"] = LOCAL  # for gradio_client's httpx in this process
     log_path = folder.parent / "app.log"
     url = f"http://{LOCAL}:{port}/"
     with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.Popen([sys.executable, "app.py", "--host", LOCAL], cwd=folder,
+        process = subprocess.Popen([sys.executable, "app.py",
+                                    *([] if as_xihe_runs_it else ["--host", LOCAL])], cwd=folder,
                                    env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
     try:
@@ -97,7 +107,7 @@ def serve_app(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def xihe_app(mnist_run: dict, tmp_path_factory: pytest.TempPathFactory):
-    yield from serve_app(mnist_run["dir"], tmp_path_factory)
+    yield from serve_app(mnist_run["dir"], tmp_path_factory, as_xihe_runs_it=True)
 
 
 @pytest.fixture(scope="module")
@@ -307,8 +317,12 @@ def _third_party_imports(path: Path) -> set[str]:
 def test_app_py_keeps_to_python_3_9_and_needs_no_ms_resnet() -> None:
     assert _third_party_imports(INFERENCE / "app.py") == {"gradio", "mindspore", "numpy", "PIL",
                                                           "cpu_isa"}
-    # The app's oneDNN ISA rule is the package's own module, not a copy that could drift.
-    assert (INFERENCE / "cpu_isa.py").resolve() == ROOT / "ms_resnet" / "cpu_isa.py"
+    # The app's oneDNN ISA rule is the package's module, as a real file (a link dangles once
+    # the folder is copied or pushed alone); this keeps the copy from drifting.
+    assert not (INFERENCE / "cpu_isa.py").is_symlink()
+    source = ROOT / "ms_resnet" / "cpu_isa.py"
+    assert (INFERENCE / "cpu_isa.py").read_bytes() == source.read_bytes(), \
+        "inference/cpu_isa.py differs from ms_resnet/cpu_isa.py: cp ms_resnet/cpu_isa.py inference/"
     assert _third_party_imports(INFERENCE / "cpu_isa.py") == set()
     requirements = (INFERENCE / "requirements.txt").read_text(encoding="utf-8")
     import gradio
