@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -241,6 +242,12 @@ def centre_like_mnist(grey: np.ndarray, size: tuple[int, int]) -> np.ndarray | N
     return canvas
 
 
+def without_paths(text: str) -> str:
+    """`text` with every file path cut to its file name: errors shown to the web user must not
+    reveal the server's folders."""
+    return re.sub(r"(?:[A-Za-z]:)?[/\\][^\s'\"]*[/\\]([^/\\\s'\"]*)", r"\1", text)
+
+
 def to_pixels(image: Image.Image, model: Model, invert: str, centre: bool
               ) -> tuple[np.ndarray, str]:
     """The model's HWC float input (0..255) from any image, and a note on what was done."""
@@ -248,7 +255,7 @@ def to_pixels(image: Image.Image, model: Model, invert: str, centre: bool
         image = flatten(ImageOps.exif_transpose(image) or image)
         image.load()
     except (OSError, ValueError, SyntaxError) as exc:
-        raise gr.Error(f"The image cannot be decoded ({exc}).") from None
+        raise gr.Error(f"The image cannot be decoded ({without_paths(str(exc))}).") from None
     original = f"{image.width}x{image.height}"
     grey_input = model.channels == 1
     image = image.convert("L" if grey_input else "RGB")
@@ -365,6 +372,22 @@ def build_app(model: Model, top_k: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS
     return app
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def fail(message: str) -> None:
+    """One line on stderr and exit code 2, as the ms_resnet commands do."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env_port = os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT")
     parser = argparse.ArgumentParser(description="Serve an ms_resnet MindIR with Gradio.")
@@ -372,11 +395,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "$MS_RESNET_MODEL, else the .mindir named in config.json beside app.py)")
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"),
                         help="address to bind (default: $HOST, else 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=int(env_port or DEFAULT_PORT),
+    parser.add_argument("--port", type=positive_int, default=int(env_port or DEFAULT_PORT),
                         help="port (default: $PORT, else $GRADIO_SERVER_PORT, else "
                         f"{DEFAULT_PORT})")
-    parser.add_argument("--top_k", type=int, default=3, help="classes shown (default: 3)")
-    parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    parser.add_argument("--top_k", type=positive_int, default=3, help="classes shown (default: 3)")
+    parser.add_argument("--max_pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                         help=f"largest image accepted (default: {DEFAULT_MAX_PIXELS})")
     return parser.parse_args(argv)
 
@@ -384,8 +407,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if int(gr.__version__.split(".")[0]) < 4:
-        sys.exit(f"error: gradio {gr.__version__} is too old for this app; "
-                 "run pip install -r requirements.txt (gradio 4.44.1)")
+        fail(f"gradio {gr.__version__} is too old for this app; "
+             "run pip install -r requirements.txt (gradio 4.44.1)")
     # A second guard for images decoded by gradio itself (drawings): Pillow refuses images
     # above twice this number of pixels from their header.
     Image.MAX_IMAGE_PIXELS = args.max_pixels
@@ -394,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
         cpu_isa = choose_cpu_isa()
         model = Model(find_model(args.model))
     except (AppError, CpuIsaError) as exc:
-        sys.exit(f"error: {exc}")
+        fail(str(exc))
     print(f"model {model.path} ({model.model_name}, {model.dataset}, {len(model.classes)} "
           f"classes, input {model.channels}x{model.size[1]}x{model.size[0]}), MindSpore "
           f"{ms.__version__} (oneDNN ISA: {cpu_isa.summary()}), gradio {gr.__version__}; "

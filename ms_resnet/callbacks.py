@@ -19,7 +19,8 @@ import numpy as np
 from mindspore.train import Callback, Metric
 from tqdm import tqdm
 
-from ms_resnet.errors import TrainingDiverged, TrainingInterrupted, UserError
+from ms_resnet.errors import TrainingDiverged, TrainingInterrupted
+from ms_resnet.files import NewFile, write_files
 from ms_resnet.train_accuracy import CountingLoss, accuracy_of
 
 
@@ -41,31 +42,27 @@ class EvalTotals(Metric):
         return self.totals.copy()
 
 
-def _save_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write to a temporary file, then rename it over `path`: readers (and a crash) never see half
-    a file, and a failed write leaves the previous file as it was."""
-    tmp = path.with_name(f".{path.stem}-tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
-        tmp.unlink(missing_ok=True)
-        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
-        kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was saved"
-        raise UserError(f"cannot write {path}: {reason}; {kept}") from None
-
-
-def write_json_atomic(data: dict, path: Path) -> None:
-    _save_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2), encoding="utf-8"))
-
-
 # What ms.save_checkpoint saves: a Cell, a list of Parameters, or a list of
 # {"name": ..., "data": Parameter} entries (to save under other names).
 Saveable = ms.nn.Cell | list
 
 
-def save_checkpoint_atomic(saveable: Saveable, path: Path, extra: dict | None = None) -> None:
-    _save_atomic(path, lambda tmp: ms.save_checkpoint(saveable, str(tmp), append_dict=extra))
+def _entries(saveable: Saveable) -> list:
+    if isinstance(saveable, ms.nn.Cell):
+        return list(saveable.get_parameters())
+    return [e["data"] if isinstance(e, dict) else e for e in saveable]
+
+
+def checkpoint_file(saveable: Saveable, path: Path, extra: dict | None = None) -> NewFile:
+    """`saveable` as a checkpoint file for `write_files`, with its size for the space check."""
+    size = sum(entry.nbytes for entry in _entries(saveable)) + 1024 * (1 + len(extra or {}))
+    return NewFile(path, lambda tmp: ms.save_checkpoint(saveable, str(tmp), append_dict=extra),
+                   size)
+
+
+def json_file(data: dict, path: Path) -> NewFile:
+    return NewFile(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2),
+                                                    encoding="utf-8"))
 
 
 def snapshot(saveable: Saveable) -> list[dict]:
@@ -245,20 +242,25 @@ class EvalCheckpoint(Callback):
     def last_path(self) -> Path:
         return self.ckpt_dir / "last.ckpt"
 
-    def _save(self, saveable: Saveable, path: Path, extra: dict) -> None:
+    def _write(self, files: list[tuple[Saveable | dict, Path, dict | None]],
+               context: str) -> None:
+        """Write checkpoints ((saveable, path, extra)) and JSON files ((data, path, None)) all
+        or nothing (ms_resnet.files)."""
         self.before_first_save()
         # Written in the background, the weights are copied now: training goes on changing them.
-        data = snapshot(saveable) if self.writer.background else saveable
+        new = [json_file(data, path) if isinstance(data, dict) else
+               checkpoint_file(snapshot(data) if self.writer.background else data, path, extra)
+               for data, path, extra in files]
         delay, self._write_delay = self._write_delay, 0.0
 
         def write() -> None:
             time.sleep(delay)
-            save_checkpoint_atomic(data, path, extra)
+            write_files(new, context)
 
         self.writer.submit(write)
 
-    def _save_last(self, epochs_done: int, step: int, loss_sum: float = 0.0) -> None:
-        self._save(self.training_state, self.last_path, {
+    def _last(self, epochs_done: int, step: int, loss_sum: float = 0.0) -> tuple:
+        return (self.training_state, self.last_path, {
             "epoch": epochs_done, "step": step, "loss_sum": ms.Tensor(loss_sum, ms.float64),
             "best_accuracy": self.metrics["best_accuracy"] or -1.0,
             "best_epoch": self.metrics["best_epoch"] or 0, "workers": self.workers})
@@ -277,7 +279,8 @@ class EvalCheckpoint(Callback):
             run_context.request_stop()
             return
         if self.is_main:
-            self._save_last(epoch - 1, step, self.progress.loss_sum)
+            self._write([self._last(epoch - 1, step, self.progress.loss_sum)],
+                        f"the stop's (epoch {epoch}, step {step})")
             self.finish()
         raise TrainingInterrupted(f"{self.stop.requested}: stopped at epoch {epoch}, step {step}"
                                   f"; {self.last_path} saved. Resume with: {self.resume_hint}")
@@ -307,15 +310,17 @@ class EvalCheckpoint(Callback):
                   "seconds": self.progress.epoch_seconds, "eval_seconds": eval_seconds,
                   "images_per_second": images / self.progress.epoch_seconds}
         best = self.metrics["best_accuracy"]
-        note = ""
+        note, files = "", []
         if best is None or accuracy > best:
             self.metrics.update(best_accuracy=accuracy, best_epoch=epoch)
-            self._save(self.network, self.best_path, {"epoch": epoch, "accuracy": accuracy})
+            files.append((self.network, self.best_path, {"epoch": epoch, "accuracy": accuracy}))
             note = f" -> saved {self.best_path}"
-        self._save_last(epoch, 0)
         self.metrics["epochs"].append(record)
-        metrics = copy.deepcopy(self.metrics)
-        self.writer.submit(lambda: write_json_atomic(metrics, self.ckpt_dir / "metrics.json"))
+        # The epoch's files are replaced together or not at all: best.ckpt, metrics.json and
+        # last.ckpt always describe the same epoch.
+        files += [self._last(epoch, 0),
+                  (copy.deepcopy(self.metrics), self.ckpt_dir / "metrics.json", None)]
+        self._write(files, f"epoch {epoch}'s")
         print(f"epoch {epoch}/{self.epochs}: train loss {record['train_loss']:.4f}, "
               f"accuracy {record['train_accuracy']:.2%} | "
               f"test loss {loss:.4f} | test accuracy {accuracy:.2%} "

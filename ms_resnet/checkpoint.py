@@ -9,7 +9,8 @@ import mindspore as ms
 from mindspore import nn
 
 from ms_resnet.config import Config, build_config
-from ms_resnet.errors import CheckpointError
+from ms_resnet.errors import CheckpointError, UserError
+from ms_resnet.files import read_yaml
 
 
 def config_for_checkpoint(ckpt: Path, config_path: str | None,
@@ -94,11 +95,9 @@ def load_training_state(train_network: nn.Cell, ckpt: Path,
 
 def _saved_model_name(ckpt: Path) -> str | None:
     """The model named in the config.yaml saved beside a checkpoint, if any."""
-    import yaml
-
     try:
-        saved = yaml.safe_load((ckpt.parent / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        saved = read_yaml(ckpt.parent / "config.yaml")
+    except UserError:
         return None
     return saved.get("model") if isinstance(saved, dict) else None
 

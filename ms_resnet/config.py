@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 import yaml
 
-from ms_resnet.errors import ConfigError
+from ms_resnet.errors import ConfigError, UserError
+from ms_resnet.files import read_yaml, write_text
 
 _NULLS = {"null", "none", "~", ""}
 AMP_LEVELS = ["O0", "O1", "O2", "O3"]
@@ -54,7 +55,8 @@ class Config:
     # system
     device_target: str = _field("CPU", "device to run on", DEVICE_TARGETS)
     mode: str = _field("graph", "MindSpore execution mode", ["graph", "pynative"])
-    seed: int = _field(42, "random seed: the same seed gives the same metrics", low=0)
+    seed: int = _field(42, "random seed: the same seed gives the same metrics", low=0,
+                       high=2**32 - 1)
     num_parallel_workers: int = _field(2, "dataset map workers", low=1)
     distribute: bool = _field(False, "data-parallel training under msrun "
                               "(see scripts/run_distribute_train.sh)")
@@ -239,15 +241,43 @@ def _check_range(where: str, field: dataclasses.Field, value: Any) -> None:
     choices = _choices(field)
     if choices is not None and value not in choices:
         raise ConfigError(f"{where}: {value!r} is not one of: {', '.join(choices)}")
-    meta = field.metadata
+    _check_bounds(where, value, field.metadata)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _check_bounds(where: str, value: Any, meta: Any) -> None:
     low, high = meta["low"], meta["high"]
     too_low = low is not None and (value <= low if meta["low_open"] else value < low)
     too_high = high is not None and (value >= high if meta["high_open"] else value > high)
     if too_low or too_high:
-        lo = "" if low is None else ("> " if meta["low_open"] else ">= ") + f"{low:g}"
-        hi = "" if high is None else ("< " if meta["high_open"] else "<= ") + f"{high:g}"
+        lo = "" if low is None else ("> " if meta["low_open"] else ">= ") + _number(low)
+        hi = "" if high is None else ("< " if meta["high_open"] else "<= ") + _number(high)
         allowed = " and ".join(part for part in (lo, hi) if part)
         raise ConfigError(f"{where}: must be {allowed}, got {value!r}")
+
+
+def number_option(kind: Callable[[str], Any], low: float | None = None,
+                  high: float | None = None) -> Callable[[str], Any]:
+    """An argparse `type` for a command's own numeric option (eval's --batch_size, ...),
+    checked by the same rule as the config keys; a bad value is one line naming the option."""
+    bounds = {"low": low, "high": high, "low_open": False, "high_open": False}
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        try:
+            _check_bounds("", value, bounds)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(": ")) from None
+        return value
+
+    return convert
 
 
 def _unknown_key(key: str, source: str) -> ConfigError:
@@ -262,11 +292,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{line}") from None
+        data = read_yaml(path) or {}
+    except UserError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected 'key: value' lines, got a {type(data).__name__}")
     values = {}
@@ -426,4 +454,4 @@ def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    write_text(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))

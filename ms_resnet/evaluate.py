@@ -3,16 +3,16 @@ plots, for a checkpoint or an exported MindIR."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ms_resnet.config import CommandParser
+from ms_resnet.config import CommandParser, number_option
 from ms_resnet.data.folder import translate_decode_error
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.errors import UserError
+from ms_resnet.files import check_writable, read_json, write_json
 from ms_resnet.inference import Classifier, add_device_argument, load_classifier
 
 
@@ -59,10 +59,12 @@ def build_parser() -> CommandParser:
                         "(default: config.yaml beside the checkpoint)")
     parser.add_argument("--data_dir", help="dataset folder (default: as in training, else "
                         "$MS_RESNET_DATA/<dataset>, else ./data/<dataset>)")
-    parser.add_argument("--num_samples", type=int, help="evaluate only the first N test images")
-    parser.add_argument("--batch_size", type=int, default=256, help="evaluation batch size")
+    parser.add_argument("--num_samples", type=number_option(int, 1),
+                        help="evaluate only the first N test images")
+    parser.add_argument("--batch_size", type=number_option(int, 1), default=256,
+                        help="evaluation batch size")
     parser.add_argument("--json", help="also write the results to this JSON file")
-    parser.add_argument("--predict", type=int, default=0, metavar="N",
+    parser.add_argument("--predict", type=number_option(int, 0), default=0, metavar="N",
                         help="print predicted/actual for the first N test images and save them "
                         "as a grid PNG")
     parser.add_argument("--plots", action="store_true",
@@ -78,6 +80,13 @@ def build_parser() -> CommandParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    # Output places are checked before the evaluation, not after it.
+    if args.json:
+        check_writable(Path(args.json).parent, "--json")
+        if Path(args.json).is_dir():
+            raise UserError(f"--json {args.json}: a folder; give a file name")
+    if args.output_dir and (args.plots or args.predict):
+        check_writable(Path(args.output_dir), "--output_dir")
     classifier = load_classifier(args.ckpt, args.mindir, args.config,
                                  device_target=args.device_target)
     data_dir = args.data_dir or (classifier.config.data_dir if classifier.config else None)
@@ -94,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, accuracy in results["per_class_accuracy"].items():
         print(f"  {name:>14s}: {'n/a' if accuracy is None else f'{accuracy:.2%}'}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False),
-                                   encoding="utf-8")
+        write_json(Path(args.json), results)
     if not (args.predict or args.plots):
         return
 
@@ -119,6 +127,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                                                  output_dir / "confusion_matrix.png"))
         metrics_file = model_dir / "metrics.json"
         if metrics_file.is_file():
-            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+            metrics = read_json(metrics_file)
             saved.append(plots.save_training_curves(metrics, output_dir / "training_curves.png"))
     print("saved " + ", ".join(str(p) for p in saved))

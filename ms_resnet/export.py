@@ -10,9 +10,10 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 
-from ms_resnet.config import CommandParser
+from ms_resnet.config import CommandParser, number_option
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.errors import DataError, UserError
+from ms_resnet.files import NewFile, check_writable, write_files
 from ms_resnet.inference import (
     Classifier,
     add_device_argument,
@@ -41,12 +42,13 @@ def build_parser() -> CommandParser:
     parser.add_argument("--file_name", help="output path without suffix "
                         "(default: the checkpoint's path without .ckpt)")
     parser.add_argument("--file_format", default="MINDIR", choices=sorted(_SUFFIX))
-    parser.add_argument("--batch_size", type=int, help="fixed batch size of the input "
+    parser.add_argument("--batch_size", type=number_option(int, 1),
+                        help="fixed batch size of the input "
                         "(default: any batch size for MINDIR, 1 for ONNX, which has no "
                         "dynamic shapes in MindSpore)")
     parser.add_argument("--data_dir", help="dataset folder for the parity check "
                         "(default: as in training)")
-    parser.add_argument("--parity_samples", type=int, default=256,
+    parser.add_argument("--parity_samples", type=number_option(int, 0), default=256,
                         help="test images used for the parity check (0: skip it)")
     add_device_argument(parser)
     return parser
@@ -60,11 +62,15 @@ def export_model(classifier: Classifier, base: Path, file_format: str = "MINDIR"
     shape = [batch_size, classifier.channels, classifier.image_size, classifier.image_size]
     example = (ms.Tensor(shape=shape, dtype=ms.float32) if batch_size is None
                else ms.Tensor(np.zeros(shape, np.float32)))
-    base.parent.mkdir(parents=True, exist_ok=True)
-    ms.export(classifier.network, example, file_name=str(base), file_format=file_format)
     path = base.with_name(base.name + _SUFFIX[file_format])
-    sidecar_path(path).write_text(json.dumps(classifier.sidecar(shape), indent=2,
-                                             ensure_ascii=False), encoding="utf-8")
+    weights = sum(p.nbytes for p in classifier.network.get_parameters())
+    sidecar = json.dumps(classifier.sidecar(shape), indent=2, ensure_ascii=False)
+    # The model and its sidecar are replaced together or not at all (ms_resnet.files).
+    write_files([NewFile(path, lambda tmp: ms.export(classifier.network, example,
+                                                     file_name=str(tmp), file_format=file_format),
+                         weights + (1 << 20)),
+                 NewFile(sidecar_path(path), lambda tmp: tmp.write_text(sidecar,
+                                                                        encoding="utf-8"))])
     return path
 
 
@@ -95,9 +101,10 @@ def export_checkpoint(ckpt: Path, config_path: str | None = None, file_name: str
                       data_dir: str | None = None, parity_samples: int = 256,
                       device_target: str | None = None) -> Path:
     """Export `ckpt` and, for MINDIR, verify the file against it; return the exported file."""
+    base = Path(file_name) if file_name else ckpt.with_suffix("")
+    check_writable(base.parent, "--file_name")
     classifier = from_checkpoint(ckpt, config_path, device_overrides(device_target))
-    path = export_model(classifier, Path(file_name) if file_name else ckpt.with_suffix(""),
-                        file_format, batch_size)
+    path = export_model(classifier, base, file_format, batch_size)
     print(f"exported {path} (+ {sidecar_path(path).name})")
     if file_format != "MINDIR" or parity_samples <= 0:
         return path

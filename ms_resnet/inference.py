@@ -4,7 +4,6 @@ JSON sidecar), and the preprocessing of user image files."""
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from ms_resnet.data import FOLDER, FolderSpec
 from ms_resnet.dataspec import dataset_info, folder_spec
 from ms_resnet.device import environment_device_id, select_device
 from ms_resnet.errors import CheckpointError, UserError
+from ms_resnet.files import read_json
 from ms_resnet.network import build_network, inference_network
 from ms_resnet.runtime import set_up_context
 
@@ -89,14 +89,27 @@ def from_mindir(path: Path, device_target: str | None = None) -> Classifier:
         raise CheckpointError(f"{path}: {meta_path.name} (written by export.py) must be beside "
                               "it: it holds the class names and normalisation")
     choose_cpu_isa(ms.get_context("device_target"))
+    meta = read_json(meta_path)
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        _, channels, size, _ = meta["input_shape"]
+        classes, mean, std = tuple(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"])
+        eval_crop = float(meta.get("eval_crop", 1.0))
+        meta["dataset"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{meta_path}: not a sidecar written by export.py (bad or missing "
+                              f"{exc})") from None
+    try:
         graph = nn.GraphCell(ms.load(str(path)))
     except (ValueError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"{path}: cannot load ({str(exc).strip().splitlines()[0]})") from None
-    _, channels, size, _ = meta["input_shape"]
-    classes, mean, std = tuple(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"])
-    eval_crop = float(meta.get("eval_crop", 1.0))
+    try:
+        # Its first call checks the graph against the sidecar: a pair from two different exports
+        # fails here, named, not in the middle of an evaluation.
+        graph(ms.Tensor(np.zeros((1, channels, size, size), np.float32)))
+    except (ValueError, RuntimeError, TypeError):
+        raise CheckpointError(f"{path}: does not take the {channels}x{size}x{size} input that "
+                              f"{meta_path.name} describes; the two files come from different "
+                              "exports (re-export, or put the matching .json beside it)") from None
     folder = None
     if meta["dataset"] == FOLDER:
         # Enough to read the test split of a folder again (the folder itself: --data_dir).

@@ -25,6 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.ft2font import FT2Font
 from matplotlib.ticker import MaxNLocator
 
+from ms_resnet.files import NewFile, write_files
+
 __all__ = ["confusion_matrix", "display_name", "save_confusion_matrix", "save_prediction_grid",
            "save_training_curves"]
 
@@ -93,15 +95,10 @@ def _display_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _prepare_path(path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def _save(fig: Figure, path: str | Path) -> Path:
-    path = _prepare_path(path)
-    fig.savefig(path, dpi=DPI)
+    path = Path(path)
+    # The format comes from the name (the staged file keeps it).
+    write_files([NewFile(path, lambda tmp: fig.savefig(tmp, dpi=DPI))])
     return path
 
 

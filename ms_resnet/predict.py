@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ms_resnet.config import CommandParser
+from ms_resnet.config import CommandParser, number_option
 from ms_resnet.inference import (
     DEFAULT_MAX_PIXELS,
     add_device_argument,
@@ -28,11 +28,13 @@ def build_parser() -> CommandParser:
     source.add_argument("--ckpt", help="checkpoint (with config.yaml beside it, or --config)")
     source.add_argument("--mindir", help="exported MindIR (with its .json sidecar beside it)")
     parser.add_argument("--config", help="YAML config for --ckpt")
-    parser.add_argument("--top_k", type=int, default=3, help="classes to print per image")
+    parser.add_argument("--top_k", type=number_option(int, 1), default=3,
+                        help="classes to print per image")
     parser.add_argument("--invert", action="store_true",
                         help="invert grey levels first (dark digit on a light background, while "
                              "MNIST-style data is light on dark)")
-    parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    parser.add_argument("--max_pixels", type=number_option(int, 1),
+                        default=DEFAULT_MAX_PIXELS,
                         help="refuse larger images before decoding them")
     add_device_argument(parser)
     return parser

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import mindspore as ms
@@ -37,6 +37,7 @@ from ms_resnet.dataspec import complete_folder_config, create_split
 from ms_resnet.device import amp_workspace, apply_jit_level, device_summary, model_options
 from ms_resnet.ema import WeightAverage
 from ms_resnet.errors import UserError, WorkerFailed
+from ms_resnet.files import folder_lock, read_json
 from ms_resnet.msrun_report import banner, failure_line
 from ms_resnet.network import (
     build_network,
@@ -91,21 +92,17 @@ def data_parallel_evaluation(eval_model: Model, test_shard: ds.Dataset, evaluate
     return evaluate
 
 
-def _prepare_output(ckpt_dir: Path, resuming: bool, overwrite: bool) -> None:
-    """Refuse to clobber an earlier run, and find out now (not after an epoch) if the folder
-    cannot be written."""
+def _prepare_output(ckpt_dir: Path, resuming: bool, overwrite: bool, stack: ExitStack) -> None:
+    """Hold the folder for this run (a second run into it is refused), refuse to clobber an
+    earlier run, and find out now (not after an epoch) if the folder cannot be written."""
+    if ckpt_dir.exists() and not ckpt_dir.is_dir():
+        raise UserError(f"ckpt_dir {ckpt_dir}: cannot write there (a file, not a folder)")
+    stack.enter_context(folder_lock(ckpt_dir))
     earlier = [p.name for p in (ckpt_dir / "best.ckpt", ckpt_dir / "last.ckpt") if p.exists()]
     if earlier and not (resuming or overwrite):
         raise UserError(f"{ckpt_dir} already holds a training run ({', '.join(earlier)}); "
                         "continue it with --resume, or start over with --overwrite "
                         "(or choose another --ckpt_dir)")
-    try:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        probe = ckpt_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"ckpt_dir {ckpt_dir}: cannot write there ({exc.strerror})") from None
 
 
 def _resumed_metrics(ckpt_dir: Path, state: dict, header: dict) -> dict:
@@ -113,7 +110,7 @@ def _resumed_metrics(ckpt_dir: Path, state: dict, header: dict) -> dict:
     metrics = dict(header, best_accuracy=None, best_epoch=None, epochs=[])
     path = ckpt_dir / "metrics.json"
     if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved = read_json(path)
         metrics["epochs"] = [e for e in saved.get("epochs", []) if e["epoch"] <= state["epoch"]]
     best = read_extras(ckpt_dir / "best.ckpt")
     if "accuracy" in best:
@@ -124,6 +121,12 @@ def _resumed_metrics(ckpt_dir: Path, state: dict, header: dict) -> dict:
 def run_training(config: Config, resume: Path | None = None, overwrite: bool = False) -> dict:
     """Train with `config` (continuing from the last.ckpt `resume`); return the metrics that
     were written to metrics.json."""
+    with ExitStack() as stack:  # holds the ckpt_dir's lock until the run ends
+        return _run_training(config, resume, overwrite, stack)
+
+
+def _run_training(config: Config, resume: Path | None, overwrite: bool,
+                  stack: ExitStack) -> dict:
     rank, workers, cpu_isa = set_up_context(config)
     is_main = rank == 0
     ckpt_dir = Path(config.ckpt_dir)
@@ -138,7 +141,7 @@ def run_training(config: Config, resume: Path | None = None, overwrite: bool = F
                           f"number of workers ({workers}): each evaluates its share of the test "
                           "set")
     if is_main:
-        _prepare_output(ckpt_dir, resume is not None, overwrite)
+        _prepare_output(ckpt_dir, resume is not None, overwrite, stack)
     shards = {"num_shards": workers, "shard_id": rank} if workers > 1 else {}
     complete_folder_config(config)  # --dataset folder: class names, mean/std from the folder
     train_data = create_split(config, "train", config.batch_size, augment=config.augment,
@@ -278,7 +281,7 @@ def _check_resume_workers(last_ckpt: Path, workers: int) -> None:
     saved = read_extras(last_ckpt).get("workers")
     metrics_file = last_ckpt.parent / "metrics.json"
     if saved is None and metrics_file.is_file():  # a last.ckpt from before "workers" was saved
-        saved = json.loads(metrics_file.read_text(encoding="utf-8")).get("workers")
+        saved = read_json(metrics_file).get("workers")
     if saved is not None and int(saved) != workers:
         how = ("python train.py --resume" if saved == 1 else
                f"bash scripts/run_distribute_train.sh {saved} ... --resume")

@@ -22,6 +22,7 @@ from pathlib import Path
 from ms_resnet.config import CommandParser
 from ms_resnet.data import FOLDER
 from ms_resnet.errors import UserError
+from ms_resnet.files import NewFile, read_json, read_yaml, write_files, write_text
 
 INFERENCE_DIR = Path(__file__).resolve().parents[1] / "inference"
 # cpu_isa.py is a copy of the package's module (tests/test_xihe.py keeps the two identical).
@@ -74,15 +75,14 @@ def folder_examples(ckpt_dir: Path, target: Path, per_class: int = 1,
     """For a model trained on a folder of images: the first test image of each class (up to
     `max_classes`), as PNG files named after the class, if the training folder is still
     where config.yaml says; nothing otherwise (the app then shows no examples)."""
-    import yaml
     from PIL import Image
 
     from ms_resnet.data.folder import scan_folder
 
     try:
-        config = yaml.safe_load((ckpt_dir / "config.yaml").read_text(encoding="utf-8"))
+        config = read_yaml(ckpt_dir / "config.yaml")
         layout = scan_folder(Path(config["data_dir"]))
-    except (OSError, KeyError, TypeError, yaml.YAMLError, UserError):
+    except (KeyError, TypeError, UserError):
         return []
     files = layout.eval_files or layout.train
     written = []
@@ -90,12 +90,12 @@ def folder_examples(ckpt_dir: Path, target: Path, per_class: int = 1,
         folder = (layout.eval_dir or layout.root / "train") / name
         for source in [f for f in files if f.parent == folder][:per_class]:
             path = target / f"{name}_{source.stem}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
+
+            def convert(tmp: Path, source: Path = source) -> None:
                 with Image.open(source) as image:
-                    image.save(path)
-            except OSError as exc:
-                raise UserError(f"cannot write {path}: {exc}") from None
+                    image.save(tmp, format="PNG")
+
+            write_files([NewFile(path, convert)])
             written.append(path)
     return written
 
@@ -106,11 +106,8 @@ def default_repo(sidecar: dict) -> str:
 
 
 def _copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        shutil.copyfile(source, target)
-    except OSError as exc:
-        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
+    write_files([NewFile(target, lambda tmp: shutil.copyfile(source, tmp),
+                         source.stat().st_size)])
 
 
 def pack(ckpt_dir: Path, out: Path, repo: str | None = None,
@@ -126,10 +123,7 @@ def pack(ckpt_dir: Path, out: Path, repo: str | None = None,
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
     mindir, sidecar_file = exported_model(ckpt_dir, config_path)
-    try:
-        sidecar = json.loads(sidecar_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{sidecar_file}: not readable JSON ({exc})") from None
+    sidecar = read_json(sidecar_file)
     repo = repo or default_repo(sidecar)
 
     for source in (mindir, sidecar_file):
@@ -147,7 +141,7 @@ def pack(ckpt_dir: Path, out: Path, repo: str | None = None,
         shutil.rmtree(app_dir / "examples" / dataset, ignore_errors=True)
         folder_examples(ckpt_dir, app_dir / "examples" / dataset)
     config = {"model_path": [f"{repo}/{name}" for name in MODEL_FILES]}
-    (app_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    write_text(app_dir / "config.json", json.dumps(config, indent=2) + "\n")
     return config
 
 

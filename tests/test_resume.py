@@ -14,9 +14,10 @@ from pathlib import Path
 import mindspore as ms
 import pytest
 
-from ms_resnet.callbacks import save_checkpoint_atomic, write_json_atomic
+from ms_resnet.callbacks import checkpoint_file
 from ms_resnet.checkpoint import read_extras
 from ms_resnet.errors import UserError
+from ms_resnet.files import write_files, write_json
 from ms_resnet.models import create_model
 from tests.conftest import ROOT, run_command
 
@@ -114,9 +115,10 @@ def test_sigkill_while_writing_last_ckpt_then_resume(mnist_small: Path, tmp_path
     args[1] = str(launcher)
     result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, check=False)
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
-    assert list(ckpt_dir.glob(".last-tmp.ckpt")), "the kill did not happen during the write"
+    assert list(ckpt_dir.glob(".staging-*/last.ckpt")), "the kill did not happen during the write"
     assert read_extras(ckpt_dir / "last.ckpt")["epoch"] == 1
     _check_resumed(ckpt_dir, uninterrupted)
+    assert not list(ckpt_dir.glob(".staging-*")), "the killed run's staged files were left"
 
 
 def test_ctrl_c_saves_last_ckpt_and_says_how_to_resume(mnist_small: Path, tmp_path: Path,
@@ -219,7 +221,7 @@ def test_disk_full_while_saving_keeps_the_previous_best(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     net = create_model("resnet20", 10, 1, 28)
     best = tmp_path / "best.ckpt"
-    save_checkpoint_atomic(net, best, {"epoch": 1, "accuracy": 0.5})
+    write_files([checkpoint_file(net, best, {"epoch": 1, "accuracy": 0.5})])
     before = best.read_bytes()
 
     def full_disk(obj, path, **kwargs) -> None:
@@ -227,14 +229,15 @@ def test_disk_full_while_saving_keeps_the_previous_best(tmp_path: Path,
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ms, "save_checkpoint", full_disk)
-    with pytest.raises(UserError, match=f"cannot write {best}: No space left on device; "
-                                        "the previous best.ckpt is unchanged"):
-        save_checkpoint_atomic(net, best, {"epoch": 2, "accuracy": 0.9})
+    with pytest.raises(UserError, match=f"cannot write best.ckpt in {tmp_path}: No space left "
+                                        "on device; best.ckpt unchanged"):
+        write_files([checkpoint_file(net, best, {"epoch": 2, "accuracy": 0.9})])
     assert best.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
         "best.ckpt"]
     assert read_extras(best) == {"epoch": 1, "accuracy": 0.5}
 
     monkeypatch.setattr(Path, "write_text", lambda *a, **k: (_ for _ in ()).throw(
         OSError(28, "No space left on device")))
-    with pytest.raises(UserError, match="metrics.json: No space left on device; nothing was"):
-        write_json_atomic({}, tmp_path / "metrics.json")
+    with pytest.raises(UserError, match="metrics.json in .*: No space left on device; no "
+                                        "metrics.json written"):
+        write_json(tmp_path / "metrics.json", {})

@@ -3,6 +3,12 @@
     DIR/train/<class>/*.png|jpg|jpeg|bmp     the class names are the folder names, sorted
     DIR/test/<class>/...  (or DIR/val/...)   optional; else `val_split` of train/ is held out
 
+One rule decides what a folder holds (`scan_folder`), and everything reads that one list: the
+checks, the mean/std pass, the train/val split and MindSpore's reader, which is handed a view of
+it (a folder of links under $MS_RESNET_CACHE) rather than the user's folder. Extensions match in
+any case (.JPG, .Jpg); hidden files (.DS_Store, macOS's ._* AppleDouble files), Thumbs.db and
+__MACOSX/ are not images; symbolic links are followed, and a broken one is named.
+
 Images are decoded on the fly (nothing is preloaded), converted to grey or RGB and resized.
 Before the first read every file's header (and, for JPEG and PNG, its end marker) is checked
 once: MindSpore's decoder can take the whole process down on a truncated file (a floating-point
@@ -17,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,9 +45,9 @@ if TYPE_CHECKING:
 
 FOLDER = "folder"
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
-# ImageFolderDataset compares extensions case-sensitively.
-_READER_EXTENSIONS = [*EXTENSIONS, *(e.upper() for e in EXTENSIONS)]
 EVAL_FOLDERS = ("test", "val")
+# Folders that archives and file managers leave beside the class folders.
+NOT_CLASSES = ("__MACOSX",)
 AUGMENTATIONS = ("none", "crop", "flip", "crop_flip", "resized_crop", "resized_crop_flip")
 STATS_SAMPLE = 2000  # images the mean/std are computed from (all of them if fewer)
 
@@ -87,19 +94,38 @@ def crop_padding(image_size: int) -> int:
 
 
 def _is_image(path: Path) -> bool:
+    """The one rule: an image by its name (any case of extension), not a hidden file."""
     return path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
+
+
+def _is_class_folder(path: Path) -> bool:
+    return path.is_dir() and not path.name.startswith(".") and path.name not in NOT_CLASSES
+
+
+def _image_file(path: Path) -> bool:
+    """Whether `path` (named like an image) is a file to read; a broken link is an error."""
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except FileNotFoundError:
+            raise DataError(f"{path}: broken symbolic link (to {os.readlink(path)}, which does "
+                            "not exist); remove it or fix its target") from None
+        except (OSError, RuntimeError):
+            raise DataError(f"{path}: symbolic link loop; remove it or fix its target") from None
+        return target.is_file()
+    return path.is_file()
 
 
 def _class_files(split_dir: Path) -> dict[str, list[Path]]:
     """{class folder: its image files, sorted}, checking what a user may get wrong."""
     entries = sorted(split_dir.iterdir())
-    loose = [p.name for p in entries if p.is_file() and _is_image(p)]
+    loose = [p.name for p in entries if _is_image(p) and _image_file(p)]
     if loose:
         raise DataError(f"{split_dir}: holds images ({loose[0]}, ...) directly; put each image "
                         f"in a folder named after its class ({split_dir}/<class>/{loose[0]})")
     classes = {}
-    for folder in (p for p in entries if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in folder.iterdir() if p.is_file() and _is_image(p))
+    for folder in filter(_is_class_folder, entries):
+        files = sorted(p for p in folder.iterdir() if _is_image(p) and _image_file(p))
         if not files:
             raise DataError(f"{folder}: empty class folder (no {'/'.join(EXTENSIONS)} files); "
                             "add images or remove the folder")
@@ -113,7 +139,7 @@ def scan_folder(root: Path) -> FolderLayout:
         raise DataError(f"--data_dir {root}: folder not found (expected {root}/train/<class>/)")
     train_dir = root / "train"
     if not train_dir.is_dir():
-        loose = [p.name for p in sorted(root.iterdir()) if p.is_file() and _is_image(p)]
+        loose = [p.name for p in sorted(root.iterdir()) if _is_image(p) and p.is_file()]
         what = f"it holds images ({loose[0]}, ...) directly" if loose else "no train/ folder"
         raise DataError(f"{root}: {what}; expected {root}/train/<class>/<image> "
                         "(and optionally test/<class>/ or val/<class>/)")
@@ -181,6 +207,11 @@ def image_problem(path: Path) -> str | None:
         with open(path, "rb") as f:
             f.seek(max(0, size - 1024))
             tail = f.read()
+    except Image.DecompressionBombError as exc:
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        what = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        return (f"{what}, over twice Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} for one image "
+                "(a decompression bomb, or a scan far larger than training needs); downscale it")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         return f"not a readable image ({exc})"
     if width < 1 or height < 1:
@@ -255,17 +286,53 @@ def holdout(count: int, val_split: float, seed: int) -> tuple[list[int], list[in
     return sorted(order[held:].tolist()), sorted(order[:held].tolist())
 
 
+def _build_view(view: Path, groups: dict[str, list[Path]]) -> None:
+    """view/<split>/<class>/<position><ext>: a link to each listed file, named so that sorting
+    (ImageFolderDataset's order) gives the list's order, with a lower-case extension."""
+    tmp = view.with_name(f"{view.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split, files in groups.items():
+        for position, path in enumerate(files):
+            link = tmp / split / path.parent.name / f"{position:07d}{path.suffix.lower()}"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.symlink(path.absolute(), link)
+            except OSError:  # no symbolic links (Windows without the right): a link or a copy
+                try:
+                    os.link(path.resolve(), link)
+                except OSError:
+                    shutil.copyfile(path, link)
+    try:
+        os.rename(tmp, view)
+    except OSError:  # another process (an msrun rank) built the same view first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def reader_view(layout: FolderLayout) -> Path:
+    """The folder MindSpore's reader is given: exactly the files of `layout`, in its order
+    (built once per folder content, under $MS_RESNET_CACHE)."""
+    groups = {"train": layout.train, **({"eval": layout.eval_files} if layout.eval_dir else {})}
+    signature = _signature([f for files in groups.values() for f in files])
+    view = cache_dir(layout.root) / f"view-{signature[:16]}"
+    if not view.is_dir():
+        for old in view.parent.glob("view-*"):  # views of the folder's earlier contents
+            shutil.rmtree(old, ignore_errors=True)
+        _build_view(view, groups)
+    return view
+
+
 def split_source(layout: FolderLayout, split: str, spec: FolderSpec) -> tuple[Path, list[int]]:
-    """The folder ImageFolderDataset reads for `split`, and the indices (in its sorted order)
-    of the files that belong to the split."""
+    """The folder ImageFolderDataset reads for `split` (in the reader view), and the indices
+    (in its sorted order) of the files that belong to the split."""
+    view = reader_view(layout)
     if split == "train" or layout.eval_dir is None:
         if split != "train" and spec.val_split <= 0:
             raise DataError(f"{layout.root}: no test/ or val/ folder, and val_split is 0; add "
                             "one, or hold out part of train/ with --val_split 0.1")
         kept, held = holdout(len(layout.train), spec.val_split if layout.eval_dir is None
                              else 0.0, spec.seed)
-        return layout.root / "train", kept if split == "train" else held
-    return layout.eval_dir, list(range(len(layout.eval_files)))
+        return view / "train", kept if split == "train" else held
+    return view / "eval", list(range(len(layout.eval_files)))
 
 
 def folder_reader(layout: FolderLayout, split: str, spec: FolderSpec, shuffle: bool,
@@ -289,7 +356,7 @@ def folder_reader(layout: FolderLayout, split: str, spec: FolderSpec, shuffle: b
         # Evaluation shards may differ in length by one: every image is evaluated once.
         indices = indices[shard_id::num_shards]
     sampler = ds.SubsetRandomSampler(indices) if shuffle else ds.SubsetSampler(indices)
-    return ds.ImageFolderDataset(str(folder), decode=False, extensions=_READER_EXTENSIONS,
+    return ds.ImageFolderDataset(str(folder), decode=False, extensions=list(EXTENSIONS),
                                  class_indexing={name: i for i, name in enumerate(spec.classes)},
                                  sampler=sampler, num_parallel_workers=workers)
 
@@ -307,18 +374,19 @@ def compute_stats(layout: FolderLayout, channels: int, image_size: int, seed: in
         return tuple(saved["mean"]), tuple(saved["std"])
     count = len(layout.train)
     sample = sorted(np.random.default_rng(seed).permutation(count)[:STATS_SAMPLE].tolist())
-    reader = ds.ImageFolderDataset(str(layout.root / "train"), decode=False,
-                                   extensions=_READER_EXTENSIONS,
+    reader = ds.ImageFolderDataset(str(reader_view(layout) / "train"), decode=False,
+                                   extensions=list(EXTENSIONS),
                                    sampler=ds.SubsetSampler(sample), num_parallel_workers=workers)
     ops = _to_channels(channels) + eval_resize(image_size, 1.0) + [vision.ToTensor()]
     data = reader.map(operations=ops, input_columns="image", num_parallel_workers=workers)
     total, squares, pixels = np.zeros(channels), np.zeros(channels), 0
-    for (image,) in data.create_tuple_iterator(columns=["image"], num_epochs=1,
-                                                output_numpy=True):
-        flat = image.reshape(channels, -1).astype(np.float64)
-        total += flat.sum(axis=1)
-        squares += (flat ** 2).sum(axis=1)
-        pixels += flat.shape[1]
+    with translate_decode_error():
+        for (image,) in data.create_tuple_iterator(columns=["image"], num_epochs=1,
+                                                    output_numpy=True):
+            flat = image.reshape(channels, -1).astype(np.float64)
+            total += flat.sum(axis=1)
+            squares += (flat ** 2).sum(axis=1)
+            pixels += flat.shape[1]
     mean = total / pixels
     std = np.sqrt(np.maximum(squares / pixels - mean ** 2, 1e-12))
     result = tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
@@ -338,5 +406,8 @@ def translate_decode_error() -> Iterator[None]:
         if not match:
             raise
         reason = match.group(2).split(" Dump the abnormal image")[0].strip().rstrip(".")
-        raise DataError(f"{match.group(1)}: cannot be decoded ({reason}); damaged images are "
+        path = Path(match.group(1))
+        if path.is_symlink():  # the reader view's link: name the user's own file
+            path = Path(os.readlink(path))
+        raise DataError(f"{path}: cannot be decoded ({reason}); damaged images are "
                         "not skipped: delete or replace it") from None
