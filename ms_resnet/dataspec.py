@@ -10,7 +10,7 @@ import mindspore.dataset as ds
 
 from ms_resnet.config import Config
 from ms_resnet.data import FOLDER, DatasetInfo, FolderSpec, get_dataset_info
-from ms_resnet.data.folder import check_images, compute_stats, scan_folder
+from ms_resnet.data.folder import check_images, compute_stats, conversion_notes, scan_folder
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.data.prepare import resolve_data_dir
 from ms_resnet.errors import ConfigError, DataError
@@ -50,7 +50,7 @@ def complete_folder_config(config: Config) -> None:
         raise DataError(f"{root / 'train'}: class folders {', '.join(layout.classes)} differ "
                         f"from the config's classes {', '.join(config.classes)}")
     config.classes = list(layout.classes)
-    check_images(root, layout.train + layout.eval_files)
+    found = check_images(root, layout.train + layout.eval_files)
     if config.mean is None:
         mean, std = compute_stats(layout, config.in_channels, config.image_size, config.seed,
                                   config.num_parallel_workers)
@@ -60,6 +60,8 @@ def complete_folder_config(config: Config) -> None:
     print(f"{root}: {len(layout.classes)} classes ({', '.join(layout.classes[:10])}"
           f"{', ...' if len(layout.classes) > 10 else ''}), {len(layout.train)} images in "
           f"train/{held}{tested}; mean {config.mean}, std {config.std}", flush=True)
+    for note in conversion_notes(found, config.in_channels, config.image_size):
+        print(f"note: {note}", flush=True)
 
 
 def create_split(config: Config, split: str, batch_size: int, data_dir: str | Path | None = None,

@@ -191,50 +191,101 @@ def _write_cache(path: Path, data: dict) -> None:
 
 
 def image_problem(path: Path) -> str | None:
-    """Why `path` is not a readable image (None if its header and end look right).
+    """Why `path` is not a readable image (None if its header and end look right)."""
+    return inspect_image(path)[0]
+
+
+def inspect_image(path: Path) -> tuple[str | None, str, tuple[int, int]]:
+    """(why `path` is not a readable image or None, its Pillow mode, its size).
 
     Reads the header with Pillow and, for JPEG and PNG, looks for the end marker among the
     last bytes: a truncated download or copy, the common damage, loses it.
     """
     from PIL import Image, UnidentifiedImageError
 
+    mode, width, height = "", 0, 0
     try:
         size = path.stat().st_size
         if size == 0:
-            return "empty file"
+            return "empty file", mode, (0, 0)
         with Image.open(path) as image:
-            kind, (width, height) = image.format, image.size
+            kind, mode, (width, height) = image.format, image.mode, image.size
         with open(path, "rb") as f:
             f.seek(max(0, size - 1024))
             tail = f.read()
     except Image.DecompressionBombError as exc:
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         what = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
-        return (f"{what}, over twice Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} for one image "
-                "(a decompression bomb, or a scan far larger than training needs); downscale it")
+        problem = (f"{what}, over twice Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} for one "
+                   "image (a decompression bomb, or a scan far larger than training needs); "
+                   "downscale it")
+        return problem, mode, (0, 0)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        return f"not a readable image ({exc})"
+        return f"not a readable image ({exc})", mode, (0, 0)
+    problem = None
     if width < 1 or height < 1:
-        return f"{width}x{height} image"
-    if kind == "JPEG" and b"\xff\xd9" not in tail:
-        return "truncated JPEG (no end-of-image marker)"
-    if kind == "PNG" and b"IEND" not in tail:
-        return "truncated PNG (no IEND chunk)"
-    return None
+        problem = f"{width}x{height} image"
+    elif kind == "JPEG" and b"\xff\xd9" not in tail:
+        problem = "truncated JPEG (no end-of-image marker)"
+    elif kind == "PNG" and b"IEND" not in tail:
+        problem = "truncated PNG (no IEND chunk)"
+    return problem, mode, (width, height)
 
 
-def check_images(root: Path, files: list[Path]) -> None:
-    """Raise DataError naming the first damaged image; checked once per folder content."""
+# Pillow modes by what a user calls them; the reader converts every one of them.
+_MODE_NAMES = {"1": "black-and-white", "L": "grey", "LA": "grey with alpha", "P": "palette",
+               "RGB": "RGB", "RGBA": "RGB with alpha", "CMYK": "CMYK", "I;16": "16-bit",
+               "I;16B": "16-bit", "I": "32-bit integer", "F": "floating-point"}
+
+
+def check_images(root: Path, files: list[Path]) -> dict:
+    """Raise DataError naming the first damaged image; checked once per folder content.
+    Returns what the images are: {"modes": {mode: count}, "sizes": {"WxH": count}}."""
     cache = cache_dir(root) / "checked.json"
     signature = _signature(files)
-    if _read_cache(cache).get("signature") == signature:
-        return
-    bad = [(path, problem) for path in files if (problem := image_problem(path))]
+    saved = _read_cache(cache)
+    if saved.get("signature") == signature and "modes" in saved:
+        return {"modes": saved["modes"], "sizes": saved["sizes"]}
+    bad, modes, sizes = [], {}, {}
+    for path in files:
+        problem, mode, (width, height) = inspect_image(path)
+        if problem:
+            bad.append((path, problem))
+            continue
+        modes[mode] = modes.get(mode, 0) + 1
+        sizes[f"{width}x{height}"] = sizes.get(f"{width}x{height}", 0) + 1
     if bad:
         more = f" (and {len(bad) - 1} more damaged files)" if len(bad) > 1 else ""
         raise DataError(f"{bad[0][0]}: {bad[0][1]}{more}; damaged images are not skipped: "
                         "delete or replace them")
-    _write_cache(cache, {"signature": signature, "files": len(files)})
+    _write_cache(cache, {"signature": signature, "files": len(files), "modes": modes,
+                         "sizes": sizes})
+    return {"modes": modes, "sizes": sizes}
+
+
+def _images_are(count: int) -> str:
+    return f"{count} images are" if count != 1 else "1 image is"
+
+
+def conversion_notes(found: dict, channels: int, image_size: int) -> list[str]:
+    """What the reader does to images that are not already what the network takes: said once
+    per run, so that a grey scan or a thumbnail in a photo folder is not a silent surprise."""
+    notes = []
+    wanted = ("RGB",) if channels == 3 else ("L",)
+    other = {mode: count for mode, count in found["modes"].items() if mode not in wanted}
+    if other:
+        kinds = ", ".join(f"{count} {_MODE_NAMES.get(mode, mode)}"
+                          for mode, count in sorted(other.items(), key=lambda i: -i[1]))
+        target = "8-bit RGB" if channels == 3 else "8-bit grey"
+        notes.append(f"{_images_are(sum(other.values()))} not {target} ({kinds}): each is "
+                     f"converted to {target} as it is read")
+    small = {size: count for size, count in found["sizes"].items()
+             if min(int(side) for side in size.split("x")) < image_size}
+    if small:
+        smallest = min(small, key=lambda size: min(int(side) for side in size.split("x")))
+        notes.append(f"{_images_are(sum(small.values()))} smaller than {image_size}x{image_size} "
+                     f"(the smallest {smallest}): each is scaled up to {image_size}x{image_size}")
+    return notes
 
 
 def _to_channels(channels: int) -> list:
