@@ -280,7 +280,7 @@ class EvalCheckpoint(Callback):
             return
         if self.is_main:
             self._write([self._last(epoch - 1, step, self.progress.loss_sum)],
-                        f"the stop's (epoch {epoch}, step {step})")
+                        f"the interrupted epoch {epoch}'s")
             self.finish()
         raise TrainingInterrupted(f"{self.stop.requested}: stopped at epoch {epoch}, step {step}"
                                   f"; {self.last_path} saved. Resume with: {self.resume_hint}")

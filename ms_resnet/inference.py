@@ -102,14 +102,10 @@ def from_mindir(path: Path, device_target: str | None = None) -> Classifier:
         graph = nn.GraphCell(ms.load(str(path)))
     except (ValueError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"{path}: cannot load ({str(exc).strip().splitlines()[0]})") from None
-    try:
-        # Its first call checks the graph against the sidecar: a pair from two different exports
-        # fails here, named, not in the middle of an evaluation.
-        graph(ms.Tensor(np.zeros((1, channels, size, size), np.float32)))
-    except (ValueError, RuntimeError, TypeError):
-        raise CheckpointError(f"{path}: does not take the {channels}x{size}x{size} input that "
-                              f"{meta_path.name} describes; the two files come from different "
-                              "exports (re-export, or put the matching .json beside it)") from None
+    mismatch = (f"{path}: does not take the {channels}x{size}x{size} input that "
+                f"{meta_path.name} describes; the two files come from different exports "
+                "(re-export, or put the matching .json beside it)")
+    graph = _FirstCallChecked(graph, mismatch)
     folder = None
     if meta["dataset"] == FOLDER:
         # Enough to read the test split of a folder again (the folder itself: --data_dir).
@@ -119,6 +115,24 @@ def from_mindir(path: Path, device_target: str | None = None) -> Classifier:
     return Classifier(graph, meta["dataset"], classes, channels, size, mean, std, str(path),
                       folder=folder, title=str(meta.get("title", meta["dataset"])),
                       eval_crop=eval_crop)
+
+
+class _FirstCallChecked:
+    """A MindIR graph whose first call, the first input shaped as its sidecar says, turns a
+    shape error (a MindIR beside another export's .json) into one CheckpointError line."""
+
+    def __init__(self, graph: Callable, mismatch: str) -> None:
+        self.graph, self.mismatch, self.checked = graph, mismatch, False
+
+    def __call__(self, images: ms.Tensor) -> ms.Tensor:
+        if self.checked:
+            return self.graph(images)
+        try:
+            result = self.graph(images)
+        except (ValueError, RuntimeError, TypeError):
+            raise CheckpointError(self.mismatch) from None
+        self.checked = True
+        return result
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
