@@ -16,6 +16,7 @@ from typing import Callable
 
 import mindspore as ms
 import numpy as np
+from mindspore import log as ms_log
 from mindspore.train import Callback, Metric
 from tqdm import tqdm
 
@@ -56,8 +57,18 @@ def _entries(saveable: Saveable) -> list:
 def checkpoint_file(saveable: Saveable, path: Path, extra: dict | None = None) -> NewFile:
     """`saveable` as a checkpoint file for `write_files`, with its size for the space check."""
     size = sum(entry.nbytes for entry in _entries(saveable)) + 1024 * (1 + len(extra or {}))
-    return NewFile(path, lambda tmp: ms.save_checkpoint(saveable, str(tmp), append_dict=extra),
-                   size)
+
+    def write(tmp: Path) -> None:
+        # A failed save makes MindSpore log a [CRITICAL] line of its own; write_files says
+        # what failed and what was kept, in one line.
+        logger = ms_log._get_logger()  # pylint: disable=protected-access
+        logger.disabled = True
+        try:
+            ms.save_checkpoint(saveable, str(tmp), append_dict=extra)
+        finally:
+            logger.disabled = False
+
+    return NewFile(path, write, size)
 
 
 def json_file(data: dict, path: Path) -> NewFile:

@@ -191,7 +191,7 @@ def test_a_dead_worker_stops_the_job(mnist_small: Path, tmp_path: Path) -> None:
         ["bash", str(ROOT / "scripts" / "run_distribute_train.sh"), str(WORKERS),
          "configs/mnist.yaml", "--model", "resnet20", "--data_dir", str(mnist_small),
          "--ckpt_dir", str(tmp_path), "--epochs", "4", "--batch_size", "16",
-         "--num_samples", "640", "--eval_num_samples", "200", "--export_mindir", "false"],
+         "--export_mindir", "false"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in process.stdout:

@@ -273,7 +273,8 @@ def test_damage_inside_a_complete_png_is_named_by_the_mean_std_pass(photo_folder
 
 # ------------------------------------------------------------- files that are read, options given
 
-def test_a_mindir_beside_another_exports_sidecar_is_one_line(tmp_path: Path, capsys) -> None:
+def test_a_mindir_beside_another_exports_sidecar_is_one_line(tmp_path: Path, capsys,
+                                                             mnist_small: Path) -> None:
     net = create_model("resnet20", 10, 3, 32)
     net.set_train(False)
     ms.export(net, ms.Tensor(np.zeros((1, 3, 32, 32), np.float32)),
@@ -284,7 +285,8 @@ def test_a_mindir_beside_another_exports_sidecar_is_one_line(tmp_path: Path, cap
     image = ROOT / "inference" / "examples" / "mnist" / "mnist_test_00_label_7.png"
     expected = (f"error: {tmp_path / 'best.mindir'}: does not take the 1x28x28 input that "
                 "best.json describes; the two files come from different exports")
-    for command, argv in (("eval", ["--mindir", str(tmp_path / "best.mindir")]),
+    for command, argv in (("eval", ["--mindir", str(tmp_path / "best.mindir"), "--data_dir",
+                                    str(mnist_small), "--num_samples", "20"]),
                           ("predict", [str(image), "--mindir", str(tmp_path / "best.mindir")])):
         assert command_error(capsys, command, *argv).startswith(expected)
 
@@ -368,3 +370,31 @@ def test_the_apps_messages_show_no_server_paths() -> None:
                             text=True, check=False)
     assert result.stdout.splitlines() == ["cannot identify image file 'image.png'",
                                           "broken PNG file"], result.stderr[-2000:]
+
+
+def test_a_failed_checkpoint_save_is_our_line_only(tmp_path: Path) -> None:
+    """MindSpore's own save fails (ENOSPC inside it), which makes it log a [CRITICAL] line on
+    the console; ms_resnet's one line says it all. In a subprocess: the console is the test."""
+    probe = f"""
+import sys
+from mindspore.train import serialization
+from ms_resnet import files
+from ms_resnet.callbacks import checkpoint_file
+from ms_resnet.errors import UserError
+from ms_resnet.models import create_model
+serialization._ensure_ckpt_fs_initialized()
+def full_disk(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+serialization._ckpt_fs.create = full_disk
+try:
+    files.write_files([checkpoint_file(create_model("resnet20", 10, 1, 28),
+                                       files.Path({str(tmp_path)!r}) / "best.ckpt")])
+except UserError as exc:
+    print(f"error: {{exc}}", file=sys.stderr)
+"""
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, check=False)
+    expected = (f"error: cannot write best.ckpt in {tmp_path}: No space left on device; no "
+                "best.ckpt written; free some space and try again")
+    assert result.stderr.strip().splitlines() == [expected], result.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []

@@ -298,7 +298,7 @@ def test_app_without_its_model_files_says_which_file_is_missing(tmp_path: Path) 
                              str(free_port())], check=False, cwd=folder, env=env,
                             capture_output=True,
                             text=True, timeout=120, stdin=subprocess.DEVNULL)
-    assert result.returncode == 1
+    assert result.returncode == 2  # as every ms_resnet command
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {folder / model_file_names()[0]}: model file not found"), last
     assert "config.json's model_path" in last
