@@ -5,9 +5,12 @@ the files listed in `config.json` ("model_path") next to this file, runs
 `pip install -r requirements.txt`, then `python3 app.py`, and serves port 7860.
 
 The network comes from the MindIR file; its JSON sidecar (written by `ms-resnet export` beside
-it) holds the input shape, normalisation and class names. This file needs only mindspore,
-numpy, Pillow, gradio and `cpu_isa.py` beside it (ms_resnet's choice of oneDNN's CPU ISA, which
-needs only the standard library), and keeps to Python 3.9 syntax (XiHe's image).
+it) holds the input shape, normalisation and class names. When the sidecar names an explain
+graph (`best_explain.mindir`, also written by `ms-resnet export`), the app shows a Grad-CAM heat
+map beside the answer: where in the image the network found its evidence. This file needs only
+mindspore, numpy, Pillow, gradio, matplotlib (a dependency of gradio: its colour map) and
+`cpu_isa.py` beside it (ms_resnet's choice of oneDNN's CPU ISA, which needs only the standard
+library), and keeps to Python 3.9 syntax (XiHe's image).
 
 Local use:
     python app.py --model ../ckpt/mnist/best.mindir [--port 7860] [--host 127.0.0.1]
@@ -42,6 +45,7 @@ import numpy as np
 
 # cpu_isa.py is ms_resnet's own module, shipped beside this file: the same rule as training.
 from cpu_isa import CpuIsaError, choose_cpu_isa
+from matplotlib import colormaps
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +53,8 @@ DEFAULT_PORT = 7860
 DEFAULT_MAX_PIXELS = 25_000_000  # ~5000x5000; larger images are refused from their header
 DEFAULT_MAX_FILE_SIZE = "20mb"
 INVERT_CHOICES = ["auto", "yes", "no"]
+HEAT_SIZE = 280  # pixels of the heat-map picture's longer side
+HEAT_ALPHA = 0.5
 # Small images (MNIST's are 28x28) fill the preview instead of showing as a speck.
 CSS = "#upload-image img { width: 100%; height: 100%; object-fit: contain; " \
       "image-rendering: pixelated; }"
@@ -92,6 +98,27 @@ def find_model(explicit: str | None) -> Path:
     return HERE / (names[0] if names else "best.mindir")
 
 
+def _cannot_run(path: Path, exc: Exception) -> AppError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    return AppError(f"{path}: MindSpore {ms.__version__} cannot load or run it ({first}); was it "
+                    "exported by a newer MindSpore?")
+
+
+def load_graph(path: Path) -> Any:
+    try:
+        return ms.nn.GraphCell(ms.load(str(path)))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise _cannot_run(path, exc) from None
+
+
+def run_check(path: Path, run: Any) -> None:
+    """Run the graph of `path` once: compiles it, and turns a failure into one line."""
+    try:
+        run()
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise _cannot_run(path, exc) from None
+
+
 class Model:
     """An exported MindIR and its sidecar: image pixels in, class probabilities out."""
 
@@ -128,24 +155,46 @@ class Model:
         self.model_name = str(meta.get("model") or path.stem)
         self.path = path
         self._lock = threading.Lock()  # one inference at a time through the graph
-        try:
-            self.graph = ms.nn.GraphCell(ms.load(str(path)))
-            self.probabilities(np.zeros((height, width, channels), np.float32))  # compile now
-        except (RuntimeError, ValueError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            raise AppError(f"{path}: MindSpore {ms.__version__} cannot load or run it ({first}); "
-                           "was it exported by a newer MindSpore?") from None
+        # The Grad-CAM graph, if the export wrote one (older exports did not: no heat map then).
+        explain = meta.get("explain") if isinstance(meta.get("explain"), dict) else {}
+        explain_path = path.with_name(str(explain["file"])) if explain.get("file") else None
+        self.explain_layer = str(explain.get("layer", ""))
+        self.explain_graph = None
+        self.graph = load_graph(path)
+        blank = np.zeros((height, width, channels), np.float32)
+        run_check(path, lambda: self.probabilities(blank))  # compile now
+        if explain_path is not None:
+            if not explain_path.is_file():
+                raise AppError(f"{explain_path}: explain graph named in {meta_path.name} not "
+                               "found; put it beside the model (on XiHe: list it in "
+                               "config.json's model_path)")
+            self.explain_graph = load_graph(explain_path)
+            run_check(explain_path, lambda: self.heat_map(blank))
 
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """`pixels`: HWC float32 in 0..255, already of the model's size and channels."""
+    def _batch(self, pixels: np.ndarray) -> np.ndarray:
         x = (pixels * self.scale - self.mean) / self.std
         x = x.transpose(2, 0, 1)[None].astype(np.float32)
         if self.batch not in (None, 1):  # exported with a fixed batch size
             x = np.concatenate([x, np.zeros((self.batch - 1,) + x.shape[1:], np.float32)])
+        return x
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """`pixels`: HWC float32 in 0..255, already of the model's size and channels."""
         with self._lock:
-            logits = self.graph(ms.Tensor(x)).asnumpy()[0].astype(np.float64)
+            logits = self.graph(ms.Tensor(self._batch(pixels))).asnumpy()[0].astype(np.float64)
         exp = np.exp(logits - logits.max())
         return exp / exp.sum()
+
+    def heat_map(self, pixels: np.ndarray) -> np.ndarray | None:
+        """The Grad-CAM map (H x W, 0..1) of the predicted class, or None without an explain
+        graph."""
+        if self.explain_graph is None:
+            return None
+        x = self._batch(pixels)
+        predicted = ms.Tensor(np.full(len(x), -1, np.int32))  # -1: the predicted class
+        with self._lock:
+            _, maps = self.explain_graph(ms.Tensor(x), predicted)
+        return maps.asnumpy()[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,12 +330,25 @@ def to_pixels(image: Image.Image, model: Model, invert: str, centre: bool
     return pixels, ", ".join(notes)
 
 
+def overlay(pixels: np.ndarray, heat: np.ndarray) -> Image.Image:
+    """The model's input (HWC 0..255) enlarged to about HEAT_SIZE pixels, with the heat map
+    (red: most evidence) blended over it."""
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8).squeeze(2)
+                            if pixels.shape[2] == 1 else np.clip(pixels, 0, 255).astype(np.uint8))
+    scale = max(1, HEAT_SIZE // max(image.size))
+    size = (image.width * scale, image.height * scale)
+    image = image.convert("RGB").resize(size, Image.NEAREST)
+    heat = np.asarray(Image.fromarray(heat.astype(np.float32), "F").resize(size, Image.BILINEAR))
+    colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
+    return Image.blend(image, Image.fromarray((colours * 255).astype(np.uint8)), HEAT_ALPHA)
+
+
 # ---------------------------------------------------------------------------------------------
 # The app
 
 
 def classify(model: Model, image: Image.Image | None, invert: str, centre: bool,
-             max_pixels: int) -> tuple[dict[str, float], str]:
+             max_pixels: int) -> tuple[dict[str, float], str, Image.Image | None]:
     if image is None:
         raise gr.Error("No image: upload an image or draw one first.")
     if image.width * image.height > max_pixels:
@@ -299,7 +361,10 @@ def classify(model: Model, image: Image.Image | None, invert: str, centre: bool,
     probabilities = model.probabilities(pixels)
     milliseconds = (time.perf_counter() - start) * 1000
     result = {name: float(p) for name, p in zip(model.classes, probabilities)}
-    return result, f"{note}; {milliseconds:.0f} ms"
+    heat = model.heat_map(pixels)
+    if heat is None:
+        return result, f"{note}; {milliseconds:.0f} ms; no heat map (no explain graph)", None
+    return result, f"{note}; {milliseconds:.0f} ms", overlay(pixels, heat)
 
 
 def drawing_image(value: Any) -> Image.Image | None:
@@ -355,6 +420,9 @@ def build_app(model: Model, top_k: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS
                                   info="auto: invert when the border is light (grey models)")
             with gr.Column():
                 label = gr.Label(num_top_classes=top_k, label="Prediction", elem_id="prediction")
+                heat = gr.Image(label=f"Where the evidence is: Grad-CAM at {model.explain_layer} "
+                                "(red: most)", type="pil", interactive=False, height=280,
+                                elem_id="gradcam", visible=model.explain_graph is not None)
                 details = gr.Textbox(label="Details", interactive=False, elem_id="details")
         guard_uploads(image, max_pixels)
 
@@ -365,9 +433,9 @@ def build_app(model: Model, top_k: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS
         def classify_drawing(value: Any, mode: str) -> Any:
             return classify(model, drawing_image(value), mode, grey, max_pixels)
 
-        upload_button.click(classify_upload, [image, invert], [label, details],
+        upload_button.click(classify_upload, [image, invert], [label, details, heat],
                             api_name="classify")
-        draw_button.click(classify_drawing, [sketch, invert], [label, details],
+        draw_button.click(classify_drawing, [sketch, invert], [label, details, heat],
                           api_name="classify_drawing")
     return app
 
@@ -418,8 +486,10 @@ def main(argv: list[str] | None = None) -> None:
         model = Model(find_model(args.model))
     except (AppError, CpuIsaError) as exc:
         fail(str(exc))
+    heat = (f"Grad-CAM at {model.explain_layer}" if model.explain_graph is not None
+            else "no explain graph: no heat maps")
     print(f"model {model.path} ({model.model_name}, {model.dataset}, {len(model.classes)} "
-          f"classes, input {model.channels}x{model.size[1]}x{model.size[0]}), MindSpore "
+          f"classes, input {model.channels}x{model.size[1]}x{model.size[0]}; {heat}), MindSpore "
           f"{ms.__version__} (oneDNN ISA: {cpu_isa.summary()}), gradio {gr.__version__}; "
           f"serving on http://{args.host}:{args.port}", flush=True)
     app = build_app(model, args.top_k, args.max_pixels)

@@ -1,4 +1,5 @@
-"""The `ms-resnet` command: train, eval, export, download, models, datasets.
+"""The `ms-resnet` command: train, eval, export, predict, explain, xihe-pack, download, models,
+datasets.
 
 Every subcommand turns a `UserError` into one `error: ...` line on stderr and exit code 2.
 """
@@ -10,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Callable
 
-from ms_resnet.config import CommandParser
+from ms_resnet.config import CommandParser, number_option
 from ms_resnet.cpu_isa import CpuIsaError
 from ms_resnet.errors import TrainingInterrupted, UserError, WorkerFailed
 
@@ -35,6 +36,12 @@ def _export(argv: Sequence[str]) -> None:
 
 def _predict(argv: Sequence[str]) -> None:
     from ms_resnet.predict import main
+
+    main(argv)
+
+
+def _explain(argv: Sequence[str]) -> None:
+    from ms_resnet.explain import main
 
     main(argv)
 
@@ -64,11 +71,35 @@ def _download(argv: Sequence[str]) -> None:
 
 
 def _models(argv: Sequence[str]) -> None:
-    from ms_resnet.models import list_models
+    parser = CommandParser(prog="ms-resnet models",
+                           description="List the registered networks, or the layers of one.")
+    parser.add_argument("--layers", metavar="MODEL",
+                        help="list MODEL's layers that `ms-resnet explain --layer` accepts, with "
+                             "their output shapes")
+    parser.add_argument("--in_channels", type=number_option(int, 1), default=3,
+                        help="input channels for --layers (default: 3)")
+    parser.add_argument("--image_size", type=number_option(int, 8), default=32,
+                        help="input size for --layers (default: 32)")
+    args = parser.parse_args(argv)
+    if not args.layers:
+        from ms_resnet.models import list_models
 
-    CommandParser(prog="ms-resnet models",
-                            description="List the registered networks.").parse_args(argv)
-    print("\n".join(list_models()))
+        print("\n".join(list_models()))
+        return
+    from ms_resnet.cpu_isa import choose_cpu_isa
+    from ms_resnet.gradcam import default_layer, layer_shapes
+    from ms_resnet.models import create_model
+
+    choose_cpu_isa()
+    try:
+        net = create_model(args.layers, in_channels=args.in_channels, image_size=args.image_size)
+    except ValueError as exc:
+        raise UserError(f"--layers: {exc}") from None
+    print(f"{args.layers}, input {args.in_channels}x{args.image_size}x{args.image_size}:")
+    default = default_layer(net, args.in_channels, args.image_size)
+    for name, shape in layer_shapes(net, args.in_channels, args.image_size):
+        mark = "  (default for explain)" if name == default else ""
+        print(f"  {name:12s} {'x'.join(map(str, shape))}{mark}")
 
 
 def _datasets(argv: Sequence[str]) -> None:
@@ -95,6 +126,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], None], str]] = {
     "eval": (_eval, "evaluate a checkpoint or MindIR on the test split"),
     "export": (_export, "export a checkpoint to MindIR or ONNX, with a parity check"),
     "predict": (_predict, "classify image files (top-k classes with probabilities)"),
+    "explain": (_explain, "Grad-CAM heat maps: where in each image the evidence is"),
     "xihe-pack": (_xihe_pack, "prepare a trained model and the Gradio app for XiHe"),
     "download": (_download, "download a dataset and verify its md5"),
     "models": (_models, "list the registered networks"),

@@ -12,26 +12,23 @@ from ms_resnet.config import CommandParser, number_option
 from ms_resnet.data.folder import translate_decode_error
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.errors import UserError
+from ms_resnet.explain import display_images, load_explainer
 from ms_resnet.files import check_writable, read_json, write_json
 from ms_resnet.inference import Classifier, add_device_argument, load_classifier
 
 
 def run_test_split(classifier: Classifier, data, keep_images: int = 0
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Logits and labels of every test image, and the first `keep_images` images (HWC uint8)."""
+    """Logits and labels of every test image, and the first `keep_images` network inputs."""
     logits, labels, kept = [], [], []
-    mean = np.array(classifier.mean, np.float32)[:, None, None]
-    std = np.array(classifier.std, np.float32)[:, None, None]
     count = 0
     for images, label in data.create_tuple_iterator(num_epochs=1, output_numpy=True):
         logits.append(classifier.logits(images))
         labels.append(label)
         if count < keep_images:
-            # Undo the normalisation for display.
-            pixels = (images[:keep_images - count] * std + mean) * 255.0
-            kept.append(np.clip(pixels + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
+            kept.append(images[:keep_images - count])
         count += len(label)
-    shown = np.concatenate(kept) if kept else np.zeros((0,), np.uint8)
+    shown = np.concatenate(kept) if kept else np.zeros((0,), np.float32)
     return np.concatenate(logits), np.concatenate(labels), shown
 
 
@@ -45,6 +42,22 @@ def summarize(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str]) ->
                  for i, name in enumerate(classes)}
     return {"accuracy": float(correct.mean()), "loss": loss, "num_samples": len(labels),
             "per_class_accuracy": per_class}
+
+
+def gradcam_grid(classifier: Classifier, inputs: np.ndarray, images: np.ndarray,
+                 predicted: list[str], actual: list[str], output_dir: Path) -> list[Path]:
+    """gradcam.png: the prediction grid with each image's Grad-CAM map of its predicted class;
+    nothing (and a note) for a MindIR exported without an explain graph."""
+    from ms_resnet import plots
+
+    try:
+        explainer = load_explainer(classifier)
+    except UserError as exc:
+        print(f"note: no gradcam.png: {exc}")
+        return []
+    maps = explainer.explain(inputs).maps
+    return [plots.save_prediction_grid(images, predicted, actual, output_dir / "gradcam.png",
+                                       heat=maps)]
 
 
 def build_parser() -> CommandParser:
@@ -69,7 +82,8 @@ def build_parser() -> CommandParser:
                         "as a grid PNG")
     parser.add_argument("--plots", action="store_true",
                         help="save the confusion matrix and the training curves (from "
-                        "metrics.json beside the model) as PNGs")
+                        "metrics.json beside the model) as PNGs; with --predict N, also "
+                        "gradcam.png: the N images with their Grad-CAM heat maps")
     parser.add_argument("--output_dir", help="where PNGs go (default: the model's folder)")
     parser.add_argument("--show", action="store_true",
                         help="also open the prediction grid in a window when a display exists "
@@ -96,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     data = create_dataset(classifier.dataset, "test", args.batch_size, data_dir=data_dir,
                           num_samples=args.num_samples, folder=classifier.folder)
     with translate_decode_error():
-        logits, labels, images = run_test_split(classifier, data, keep_images=args.predict)
+        logits, labels, inputs = run_test_split(classifier, data, keep_images=args.predict)
     results = summarize(logits, labels, classifier.classes)
     print(f"{classifier.source}: {results['num_samples']} test images of {classifier.title}: "
           f"test loss {results['loss']:.4f}, test accuracy {results['accuracy']:.2%}")
@@ -115,13 +129,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     names = classifier.classes
     saved = []
     if args.predict:
-        shown = len(images)
+        shown = len(inputs)
+        images = display_images(inputs, classifier.mean, classifier.std)
         predicted = [names[i] for i in predictions[:shown]]
         actual = [names[i] for i in labels[:shown]]
         for p, a in zip(predicted, actual):
             print(f'predicted: "{p}", actual: "{a}"')
         saved.append(plots.save_prediction_grid(images, predicted, actual,
                                                 output_dir / "predictions.png", show=args.show))
+        if args.plots:
+            saved += gradcam_grid(classifier, inputs, images, predicted, actual, output_dir)
     if args.plots:
         saved.append(plots.save_confusion_matrix(labels, predictions, names,
                                                  output_dir / "confusion_matrix.png"))

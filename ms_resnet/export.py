@@ -13,7 +13,9 @@ import numpy as np
 from ms_resnet.config import CommandParser, number_option
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.errors import DataError, UserError
+from ms_resnet.explain import Explainer, explain_path, gradcam_cell, load_explainer
 from ms_resnet.files import NewFile, check_writable, write_files
+from ms_resnet.gradcam import explainable
 from ms_resnet.inference import (
     Classifier,
     add_device_argument,
@@ -56,21 +58,33 @@ def build_parser() -> CommandParser:
 
 def export_model(classifier: Classifier, base: Path, file_format: str = "MINDIR",
                  batch_size: int | None = None) -> Path:
-    """Write `base` + .mindir/.onnx and `base`.json; return the model file."""
+    """Write `base` + .mindir/.onnx and `base`.json, and for a MINDIR of a ResNet its Grad-CAM
+    graph `base`_explain.mindir (ms_resnet.explain); return the model file."""
     if file_format == "ONNX" and batch_size is None:
         batch_size = 1
     shape = [batch_size, classifier.channels, classifier.image_size, classifier.image_size]
     example = (ms.Tensor(shape=shape, dtype=ms.float32) if batch_size is None
                else ms.Tensor(np.zeros(shape, np.float32)))
     path = base.with_name(base.name + _SUFFIX[file_format])
-    weights = sum(p.nbytes for p in classifier.network.get_parameters())
-    sidecar = json.dumps(classifier.sidecar(shape), indent=2, ensure_ascii=False)
-    # The model and its sidecar are replaced together or not at all (ms_resnet.files).
-    write_files([NewFile(path, lambda tmp: ms.export(classifier.network, example,
-                                                     file_name=str(tmp), file_format=file_format),
-                         weights + (1 << 20)),
-                 NewFile(sidecar_path(path), lambda tmp: tmp.write_text(sidecar,
-                                                                        encoding="utf-8"))])
+    weights = sum(p.nbytes for p in classifier.network.get_parameters()) + (1 << 20)
+    files = [NewFile(path, lambda tmp: ms.export(classifier.network, example, file_name=str(tmp),
+                                                 file_format=file_format), weights)]
+    sidecar = classifier.sidecar(shape)
+    if file_format == "MINDIR" and explainable(classifier.network):
+        cell = gradcam_cell(classifier)
+        targets = (ms.Tensor(shape=[batch_size], dtype=ms.int32) if batch_size is None
+                   else ms.Tensor(np.zeros(batch_size, np.int32)))
+        explain_file = explain_path(path)
+        files.append(NewFile(explain_file, lambda tmp: ms.export(
+            cell, example, targets, file_name=str(tmp), file_format="MINDIR"), weights))
+        sidecar["explain"] = {"file": explain_file.name, "layer": cell.layer,
+                              "method": cell.method,
+                              "inputs": ["images", "targets (-1: the predicted class)"],
+                              "outputs": ["logits", "maps N x H x W, 0..1"]}
+    text = json.dumps(sidecar, indent=2, ensure_ascii=False)
+    files.append(NewFile(sidecar_path(path), lambda tmp: tmp.write_text(text, encoding="utf-8")))
+    # The model, its explain graph and its sidecar are replaced together or not at all.
+    write_files(files)
     return path
 
 
@@ -118,10 +132,31 @@ def export_checkpoint(ckpt: Path, config_path: str | None = None, file_name: str
             (parity_samples, classifier.channels, classifier.image_size,
              classifier.image_size)).astype(np.float32)
         origin = f"{len(images)} random inputs (test data not found)"
-    difference = check_parity(classifier, from_mindir(path), images, batch_size)
+    exported = from_mindir(path)
+    difference = check_parity(classifier, exported, images, batch_size)
     print(f"parity check on {origin}: max |logit difference| {difference:.3g}, "
           "all top-1 predictions equal")
+    if explainable(classifier.network):
+        difference = check_explain_parity(classifier, exported, images, batch_size)
+        print(f"explain graph {explain_path(path).name}: max |map difference| {difference:.3g} "
+              "on the same images")
     return path
+
+
+def check_explain_parity(reference: Classifier, exported: Classifier, images: np.ndarray,
+                         batch_size: int | None) -> float:
+    """Max |Grad-CAM map difference| between the checkpoint and the exported explain graph;
+    raises ParityError above PARITY_TOLERANCE."""
+    # A few images are enough: every map of a batch comes from the same graph.
+    sample = images[:batch_size or 32]
+    ours = Explainer(gradcam_cell(reference), "", "", batch_size).explain(sample).maps
+    theirs = load_explainer(exported).explain(sample).maps
+    difference = float(np.abs(ours - theirs).max())
+    if difference > PARITY_TOLERANCE:
+        raise ParityError(f"{explain_path(Path(exported.source))}: exported explain graph "
+                          f"differs from the checkpoint: max |map difference| {difference:.3g} "
+                          f"(limit {PARITY_TOLERANCE:g})")
+    return difference
 
 
 def main(argv: Sequence[str] | None = None) -> None:

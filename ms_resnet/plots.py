@@ -27,14 +27,16 @@ from matplotlib.ticker import MaxNLocator
 
 from ms_resnet.files import NewFile, write_files
 
-__all__ = ["confusion_matrix", "display_name", "save_confusion_matrix", "save_prediction_grid",
-           "save_training_curves"]
+__all__ = ["confusion_matrix", "display_name", "explanation_file", "save_confusion_matrix",
+           "save_prediction_grid", "save_training_curves"]
 
 DPI = 120
 TILE_INCHES = 1.3
 WRONG_COLOR = "#ff0000"  # pure red: the frame must stand out against any image
 WRONG_TEXT_COLOR = "#d40000"  # slightly darker for legible text on white
 RIGHT_TEXT_COLOR = "#137333"
+HEAT_COLORMAP = "jet"  # pytorch-grad-cam's and the Grad-CAM paper's choice: red = most evidence
+HEAT_ALPHA = 0.5
 
 # Families that cover hiragana; tried in this order (first installed one wins).
 CJK_FONT_FAMILIES = ("Noto Sans CJK JP", "Noto Sans JP", "Noto Sans CJK SC", "Source Han Sans JP",
@@ -111,17 +113,52 @@ def _new_figure(figsize: tuple[float, float], pyplot: bool = False) -> Figure:
     return Figure(figsize=figsize, layout="constrained")
 
 
-def save_prediction_grid(images: np.ndarray, predicted: Sequence[str], actual: Sequence[str],
-                         path: str | Path, columns: int = 10, show: bool = False) -> Path:
-    """Save a grid of images titled "pred: ...\\ntrue: ..."; wrong predictions get a red title and
-    a red frame. `images` is (N, H, W) or (N, H, W, C) uint8 with C = 1 or 3. With `show=True`
-    the figure is also shown in one window if a display exists (blocks until it is closed)."""
+def _as_tiles(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) grey or (N, H, W, 3) colour images from (N, H, W[, 1 or 3])."""
     images = np.asarray(images)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
         raise ValueError(f"images must be (N, H, W) or (N, H, W, C) with C = 1 or 3, "
                          f"got shape {images.shape}")
+    return images
+
+
+def _draw(ax, image: np.ndarray, heat: np.ndarray | None = None) -> None:
+    """`image` (uint8 grey keeps its absolute brightness), and `heat` (0..1) overlaid."""
+    gray = image.ndim == 2
+    limits = {"vmin": 0, "vmax": 255} if gray and image.dtype == np.uint8 else {}
+    ax.imshow(image, cmap="gray" if gray else None, interpolation="nearest", **limits)
+    if heat is not None:
+        ax.imshow(heat, cmap=HEAT_COLORMAP, alpha=HEAT_ALPHA, vmin=0, vmax=1,
+                  interpolation="bilinear")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def explanation_file(image: np.ndarray, heat: np.ndarray, title: str, path: str | Path) -> NewFile:
+    """A figure of `image` (H, W[, C] uint8) beside it with its heat map `heat` (H, W, 0..1)
+    overlaid, as a file for `files.write_files` (so that a set of them is written together)."""
+    image = _as_tiles(np.asarray(image)[None])[0]
+    with matplotlib.rc_context(_font_rc()):
+        fig = _new_figure((6.4, 3.6))
+        left, right = fig.subplots(1, 2)
+        _draw(left, image)
+        _draw(right, image, heat)
+        left.set_title("image", fontsize=9)
+        right.set_title("Grad-CAM: red = most evidence", fontsize=9)
+        fig.suptitle(title, fontsize=10)
+    return NewFile(Path(path), lambda tmp: fig.savefig(tmp, dpi=DPI))
+
+
+def save_prediction_grid(images: np.ndarray, predicted: Sequence[str], actual: Sequence[str],
+                         path: str | Path, columns: int = 10, show: bool = False,
+                         heat: np.ndarray | None = None) -> Path:
+    """Save a grid of images titled "pred: ...\\ntrue: ..."; wrong predictions get a red title and
+    a red frame. `images` is (N, H, W) or (N, H, W, C) uint8 with C = 1 or 3; `heat`, if given,
+    (N, H, W) maps in 0..1 drawn over them. With `show=True` the figure is also shown in one
+    window if a display exists (blocks until it is closed)."""
+    images = _as_tiles(images)
     count = len(images)
     if count == 0:
         raise ValueError("no images to draw")
@@ -130,9 +167,9 @@ def save_prediction_grid(images: np.ndarray, predicted: Sequence[str], actual: S
                          "actual labels")
     columns = max(1, min(columns, count))
     rows = math.ceil(count / columns)
-    gray = images.ndim == 3
-    # uint8 gray images keep their absolute brightness; otherwise imshow would stretch each tile.
-    limits = {"vmin": 0, "vmax": 255} if gray and images.dtype == np.uint8 else {}
+    if heat is not None and np.shape(heat) != images.shape[:3]:
+        raise ValueError(f"heat maps of shape {np.shape(heat)} for images of shape "
+                         f"{images.shape}")
     show = show and _display_available()
 
     with matplotlib.rc_context(_font_rc()):
@@ -144,11 +181,8 @@ def save_prediction_grid(images: np.ndarray, predicted: Sequence[str], actual: S
                 ax.set_axis_off()
                 continue
             wrong = str(predicted[index]) != str(actual[index])
-            ax.imshow(images[index], cmap="gray" if gray else None, interpolation="nearest",
-                      **limits)
-            # Hide ticks but keep the spines: they are the frame of a wrong tile.
-            ax.set_xticks([])
-            ax.set_yticks([])
+            # Ticks hidden, spines kept: they are the frame of a wrong tile.
+            _draw(ax, images[index], None if heat is None else heat[index])
             for spine in ax.spines.values():
                 spine.set_visible(wrong)
                 spine.set_color(WRONG_COLOR)

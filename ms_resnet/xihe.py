@@ -5,7 +5,8 @@ XiHe keeps weights out of project repositories: the exported model goes to a mod
 and the project's `inference/config.json` names its files ("model_path"), which XiHe downloads
 next to `inference/app.py` before running it. The command writes both halves:
 
-    OUT/model/      best.mindir, best.json           -> upload to the model repository
+    OUT/model/      best.mindir, best.json,          -> upload to the model repository
+                    best_explain.mindir (Grad-CAM)
     OUT/inference/  app.py, cpu_isa.py,              -> the project's inference/ folder
                     requirements.txt,
                     config.json (filled in), examples/<dataset>/
@@ -28,6 +29,7 @@ INFERENCE_DIR = Path(__file__).resolve().parents[1] / "inference"
 # cpu_isa.py is a copy of the package's module (tests/test_xihe.py keeps the two identical).
 APP_FILES = ("app.py", "cpu_isa.py", "requirements.txt")
 MODEL_FILES = ("best.mindir", "best.json")
+EXPLAIN_FILE = "best_explain.mindir"  # the heat maps' graph; exports before it lack it
 PLACEHOLDER_OWNER = "YOUR_XIHE_NAME"
 _REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -50,24 +52,26 @@ def build_parser() -> CommandParser:
     return parser
 
 
-def exported_model(ckpt_dir: Path, config_path: str | None = None) -> tuple[Path, Path]:
-    """best.mindir and best.json in `ckpt_dir`, exported from best.ckpt when missing."""
+def exported_model(ckpt_dir: Path, config_path: str | None = None) -> list[Path]:
+    """best.mindir, best.json and best_explain.mindir in `ckpt_dir`, exported from best.ckpt when
+    missing (the explain graph only when there is a checkpoint to export it from)."""
     if not ckpt_dir.is_dir():
         raise UserError(f"{ckpt_dir}: checkpoint folder not found (train first, e.g. "
                         f"python train.py --ckpt_dir {ckpt_dir})")
     mindir, sidecar = (ckpt_dir / name for name in MODEL_FILES)
-    if mindir.is_file() and sidecar.is_file():
-        return mindir, sidecar
+    explain = ckpt_dir / EXPLAIN_FILE
     ckpt = ckpt_dir / "best.ckpt"
+    if mindir.is_file() and sidecar.is_file() and (explain.is_file() or not ckpt.is_file()):
+        return [mindir, sidecar] + ([explain] if explain.is_file() else [])
     if not ckpt.is_file():
         missing = " and ".join(p.name for p in (mindir, sidecar) if not p.is_file())
         raise UserError(f"{ckpt_dir}: {missing} not found, and no best.ckpt to export them from "
                         "(train first, or pass the folder of a finished run)")
     from ms_resnet.export import export_checkpoint
 
-    print(f"{ckpt_dir} has no exported model yet: exporting {ckpt}")
+    print(f"{ckpt_dir} has no exported model with an explain graph yet: exporting {ckpt}")
     export_checkpoint(ckpt, config_path)
-    return mindir, sidecar
+    return [mindir, sidecar] + ([explain] if explain.is_file() else [])
 
 
 def folder_examples(ckpt_dir: Path, target: Path, per_class: int = 1,
@@ -122,11 +126,12 @@ def pack(ckpt_dir: Path, out: Path, repo: str | None = None,
                         "clone of the ms_resnet repository (pip install -e .)")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
-    mindir, sidecar_file = exported_model(ckpt_dir, config_path)
-    sidecar = read_json(sidecar_file)
+    model_files = exported_model(ckpt_dir, config_path)
+    sidecar = read_json(model_files[1])
     repo = repo or default_repo(sidecar)
 
-    for source in (mindir, sidecar_file):
+    (out / "model" / EXPLAIN_FILE).unlink(missing_ok=True)  # an older pack's
+    for source in model_files:
         _copy(source, out / "model" / source.name)
     app_dir = out / "inference"
     for name in APP_FILES:
@@ -140,7 +145,7 @@ def pack(ckpt_dir: Path, out: Path, repo: str | None = None,
     elif dataset == FOLDER:
         shutil.rmtree(app_dir / "examples" / dataset, ignore_errors=True)
         folder_examples(ckpt_dir, app_dir / "examples" / dataset)
-    config = {"model_path": [f"{repo}/{name}" for name in MODEL_FILES]}
+    config = {"model_path": [f"{repo}/{path.name}" for path in model_files]}
     write_text(app_dir / "config.json", json.dumps(config, indent=2) + "\n")
     return config
 
@@ -152,8 +157,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     repo = config["model_path"][0].rsplit("/", 1)[0]
     size = (out / "model" / MODEL_FILES[0]).stat().st_size / 1e6
     examples = sorted((out / "inference" / "examples").glob("*/*.png"))
+    names = [entry.rsplit("/", 1)[-1] for entry in config["model_path"]]
     print(f"XiHe files written to {out}:\n"
-          f"  {out / 'model'}/      {MODEL_FILES[0]} ({size:.1f} MB), {MODEL_FILES[1]}"
+          f"  {out / 'model'}/      {MODEL_FILES[0]} ({size:.1f} MB), {', '.join(names[1:])}"
           f"  -> the model repository {repo}\n"
           f"  {out / 'inference'}/  app.py, cpu_isa.py, requirements.txt, config.json, "
           f"{len(examples)} example images  -> the project's inference/ folder\n"
@@ -165,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"  1. Try it here: python {out / 'inference' / 'app.py'} --model "
           f"{out / 'model' / MODEL_FILES[0]}  (then open http://127.0.0.1:7860)\n"
           f"  2. On XiHe, create the model repository {repo} and upload "
-          f"{' and '.join(MODEL_FILES)} from {out / 'model'} to its root.\n"
+          f"{', '.join(names)} from {out / 'model'} to its root.\n"
           f"  3. Create a project with a Gradio inference and put the files of "
           f"{out / 'inference'} in its inference/ folder (git push or web upload).\n"
           f"  4. Start the project's inference: XiHe downloads the model files next to app.py, "

@@ -118,10 +118,15 @@ def client(xihe_app: dict):
 
 
 def classify(client, path: Path, invert: str = "auto") -> tuple[dict, str]:
+    label, details, _ = classify_with_heat_map(client, path, invert)
+    return label, details
+
+
+def classify_with_heat_map(client, path: Path, invert: str = "auto") -> tuple[dict, str, str]:
+    """The app's answer: label, details and the file of its Grad-CAM picture."""
     from gradio_client import handle_file
 
-    label, details = client.predict(handle_file(str(path)), invert, api_name="/classify")
-    return label, details
+    return client.predict(handle_file(str(path)), invert, api_name="/classify")
 
 
 def check_probabilities(label: dict) -> None:
@@ -136,11 +141,23 @@ def test_app_started_like_xihe_classifies_a_real_mnist_digit(xihe_app: dict, cli
                                                              tmp_path: Path) -> None:
     log = xihe_app["log"].read_text(encoding="utf-8")
     assert f"model {xihe_app['folder'] / model_file_names()[0]}" in log  # found via config.json
-    label, details = classify(client, SEVEN)
+    assert "Grad-CAM at layers.2" in log  # best_explain.mindir found via config.json
+    label, details, heat = classify_with_heat_map(client, SEVEN)
     assert label["label"] == "7", (label, details)
     assert label["confidences"][0]["confidence"] > 0.5
     check_probabilities(label)
     assert "28x28 image, not inverted" in details
+    # The heat map: the digit enlarged 10x with the colour map blended over it, hottest (red)
+    # on the strokes' region, not in a corner of the black background.
+    with Image.open(heat) as picture:
+        pixels = np.asarray(picture.convert("RGB"), np.int16)
+    assert pixels.shape == (280, 280, 3)
+    redness = pixels[..., 0] - pixels[..., 2]
+    hot_rows, hot_cols = np.nonzero(redness >= np.percentile(redness, 99))
+    digit = np.asarray(Image.open(SEVEN).convert("L").resize((280, 280), Image.NEAREST)) > 127
+    rows, cols = np.nonzero(digit)
+    assert rows.min() - 40 <= np.median(hot_rows) <= rows.max() + 40
+    assert cols.min() - 40 <= np.median(hot_cols) <= cols.max() + 40
 
     # The same digit as users draw it: dark on light paper, larger. "auto" inverts it.
     dark = Image.open(SEVEN).resize((112, 112), Image.BICUBIC).point(lambda v: 255 - v)
@@ -160,7 +177,7 @@ def test_app_started_like_xihe_classifies_a_real_mnist_digit(xihe_app: dict, cli
     Image.fromarray(canvas, "RGBA").save(tmp_path / "drawing.png")
     drawing = {"background": None, "layers": [], "composite": handle_file(str(tmp_path /
                                                                               "drawing.png"))}
-    label, details = client.predict(drawing, "auto", api_name="/classify_drawing")
+    label, details, _ = client.predict(drawing, "auto", api_name="/classify_drawing")
     assert label["label"] == "7" and "centred as in MNIST" in details, (label, details)
     check_probabilities(label)
 
@@ -264,6 +281,9 @@ def test_real_browser_uploads_a_digit_and_reads_the_label(xihe_app: dict,
         expect(prediction).to_have_text("7", timeout=60_000)
         details = page.locator("#details textarea").input_value()
         assert details.startswith("28x28 image, not inverted"), details
+        heat = page.locator("#gradcam img")  # the overlay beside the top-3 answer
+        expect(heat).to_be_visible(timeout=30_000)
+        assert heat.evaluate("img => img.complete && img.naturalWidth") == 280
         page.screenshot(path=str(raw), full_page=True)
 
         # Draw a "1" on the sketchpad with the mouse and classify the drawing.
@@ -316,7 +336,7 @@ def _third_party_imports(path: Path) -> set[str]:
 
 def test_app_py_keeps_to_python_3_9_and_needs_no_ms_resnet() -> None:
     assert _third_party_imports(INFERENCE / "app.py") == {"gradio", "mindspore", "numpy", "PIL",
-                                                          "cpu_isa"}
+                                                          "matplotlib", "cpu_isa"}
     # The app's oneDNN ISA rule is the package's module, as a real file (a link dangles once
     # the folder is copied or pushed alone); this keeps the copy from drifting.
     assert not (INFERENCE / "cpu_isa.py").is_symlink()
