@@ -355,14 +355,14 @@ def test_xihe_pack_writes_the_model_files_and_the_app(mnist_run: dict, tmp_path:
     result = run_command("-m", "ms_resnet", "xihe-pack", "--ckpt_dir", str(mnist_run["dir"]),
                          "--out", str(out), "--repo", "alice/resnet20_mnist")
     assert result.returncode == 0, result.stderr
-    for name in ("best.mindir", "best.json"):
+    model_files = ("best.mindir", "best.json", "best_explain.mindir")
+    for name in model_files:
         assert (out / "model" / name).read_bytes() == (mnist_run["dir"] / name).read_bytes()
     for name in ("app.py", "cpu_isa.py", "requirements.txt"):
         assert not (out / "inference" / name).is_symlink()
         assert (out / "inference" / name).read_bytes() == (INFERENCE / name).read_bytes()
     config = json.loads((out / "inference" / "config.json").read_text(encoding="utf-8"))
-    assert config == {"model_path": ["alice/resnet20_mnist/best.mindir",
-                                     "alice/resnet20_mnist/best.json"]}
+    assert config == {"model_path": [f"alice/resnet20_mnist/{name}" for name in model_files]}
     shipped = sorted(p.name for p in EXAMPLES.glob("*.png"))
     assert sorted(p.name for p in (out / "inference" / "examples" / "mnist").iterdir()) == shipped
     assert "alice/resnet20_mnist" in result.stdout and "Next steps" in result.stdout
@@ -383,8 +383,37 @@ def test_xihe_pack_exports_a_checkpoint_that_has_no_mindir(mnist_run: dict,
     assert (out / "model" / "best.mindir").read_bytes() == (ckpt_dir / "best.mindir").read_bytes()
     config = json.loads((out / "inference" / "config.json").read_text(encoding="utf-8"))
     assert config["model_path"] == ["YOUR_XIHE_NAME/ms_resnet_resnet20_mnist/best.mindir",
-                                    "YOUR_XIHE_NAME/ms_resnet_resnet20_mnist/best.json"]
+                                    "YOUR_XIHE_NAME/ms_resnet_resnet20_mnist/best.json",
+                                    "YOUR_XIHE_NAME/ms_resnet_resnet20_mnist/best_explain.mindir"]
     assert "placeholder" in result.stdout
+
+
+def test_app_serves_an_export_without_explain_graph_without_heat_maps(mnist_run: dict,
+                                                                      tmp_path: Path) -> None:
+    """A model exported before explain graphs existed: no best_explain.mindir, and no
+    `explain` entry in best.json. xihe-pack ships the two files; the app classifies as before
+    and says that there is no heat map."""
+    old = tmp_path / "old_run"
+    old.mkdir()
+    shutil.copyfile(mnist_run["dir"] / "best.mindir", old / "best.mindir")
+    sidecar = json.loads((mnist_run["dir"] / "best.json").read_text(encoding="utf-8"))
+    del sidecar["explain"]
+    (old / "best.json").write_text(json.dumps(sidecar), encoding="utf-8")
+    out = tmp_path / "xihe"
+    result = run_command("-m", "ms_resnet", "xihe-pack", "--ckpt_dir", str(old), "--out",
+                         str(out), "--repo", "alice/old")
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "inference" / "config.json").read_text(encoding="utf-8"))
+    assert config == {"model_path": ["alice/old/best.mindir", "alice/old/best.json"]}
+    code = (f"import sys; sys.path.insert(0, {str(out / 'inference')!r}); import app; "
+            f"from PIL import Image; model = app.Model(app.Path({str(old / 'best.mindir')!r})); "
+            f"label, details, heat = app.classify(model, Image.open({str(SEVEN)!r}), 'auto', "
+            "False, 10**6); print(max(label, key=label.get), heat, details)")
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                            text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("7 None 28x28 image"), result.stdout
+    assert "no heat map (no explain graph)" in result.stdout
 
 
 @pytest.mark.parametrize("args, message", [
