@@ -135,6 +135,24 @@ def class_index(target: str, classes: Sequence[str]) -> int:
                     f"0-{len(classes) - 1}: {', '.join(classes)}")
 
 
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """Each image's name in the outputs: its file stem, prefixed with as many of its folders as
+    it takes to tell apart images that share a stem (cat/0001.jpg, dog/0001.jpg -> cat_0001,
+    dog_0001)."""
+    folders = [path.resolve().parent.parts[1:] for path in paths]
+    depths = [0] * len(paths)
+    while True:
+        names = ["_".join((*folder[len(folder) - depth:], path.stem))
+                 for path, folder, depth in zip(paths, folders, depths)]
+        clashes = [i for i, name in enumerate(names) if names.count(name) > 1]
+        if not clashes:
+            return names
+        if all(depths[i] == len(folders[i]) for i in clashes):
+            raise UserError(f"{paths[clashes[0]]}: given more than once")
+        for i in clashes:
+            depths[i] = min(depths[i] + 1, len(folders[i]))
+
+
 def build_parser() -> CommandParser:
     parser = CommandParser(
         prog="ms-resnet explain",
@@ -142,7 +160,8 @@ def build_parser() -> CommandParser:
                     "its answer. Writes DIR/<stem>_gradcam.png (the image and the map overlaid, "
                     "the class and its probability in the title) and DIR/gradcam.npz (one "
                     "float32 map per image, keyed by file stem, at the network's input size, "
-                    "scaled to a maximum of 1).")
+                    "scaled to a maximum of 1). Files that share a stem are told apart by their "
+                    "folders: cat/0001.jpg and dog/0001.jpg give cat_0001 and dog_0001.")
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...; any size or mode)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="checkpoint (with config.yaml beside it, or --config)")
@@ -169,11 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out)
     check_writable(out, "--out")
     paths = [Path(name) for name in args.images]
-    stems = [path.stem for path in paths]
-    repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
-    if repeated:
-        raise UserError(f"{', '.join(repeated)}: several images share this file name; the "
-                        "outputs are named after it, so give files with distinct names")
+    stems = output_names(paths)
     classifier = load_classifier(args.ckpt, args.mindir, args.config,
                                  device_target=args.device_target)
     target = None if args.target is None else class_index(args.target, classifier.classes)

@@ -238,14 +238,12 @@ SEVEN = Path(__file__).resolve().parents[1] / "inference" / "examples" / "mnist"
     "mnist_test_00_label_7.png"
 
 
-@pytest.mark.parametrize("case", ["layer", "no_graph", "not_an_image", "target", "same_name"])
+@pytest.mark.parametrize("case", ["layer", "no_graph", "not_an_image", "target", "same_file"])
 def test_bad_input_gets_one_line(digit_model: dict, tmp_path: Path,
                                  capsys: pytest.CaptureFixture, case: str) -> None:
     ckpt = ("--ckpt", str(digit_model["dir"] / "best.ckpt"))
     out = ("--out", str(tmp_path / "out"))
     (tmp_path / "notes.png").write_text("not a picture")
-    (tmp_path / "a").mkdir()
-    shutil.copyfile(SEVEN, tmp_path / "a" / SEVEN.name)
     args, parts = {
         "layer": ([str(SEVEN), *ckpt, *out, "--layer", "layers.7"],
                   ["--layer 'layers.7': no such layer", "layers.2.0",
@@ -258,14 +256,33 @@ def test_bad_input_gets_one_line(digit_model: dict, tmp_path: Path,
                          ["notes.png: not a readable image"]),
         "target": ([str(SEVEN), *ckpt, *out, "--target", "cat"],
                    ["--target 'cat': not a class"]),
-        "same_name": ([str(SEVEN), str(tmp_path / "a" / SEVEN.name), *ckpt, *out],
-                      ["several images share this file name"]),
+        "same_file": ([str(SEVEN), str(SEVEN.parent / ".." / "mnist" / SEVEN.name), *ckpt,
+                       *out], [f"{SEVEN.name}: given more than once"]),
     }[case]
     code, _, err = run_cli(capsys, "explain", *args)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert all(part in lines[0] for part in parts), lines[0]
     assert not (tmp_path / "out" / "gradcam.npz").exists()
+
+
+def test_images_that_share_a_file_name_are_told_apart_by_their_folders(
+        digit_model: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for folder in ("cat", "dog", "x/cat"):
+        (tmp_path / folder).mkdir(parents=True)
+        shutil.copyfile(SEVEN, tmp_path / folder / "0001.png")
+    shutil.copyfile(SEVEN, tmp_path / "0002.png")
+    images = [str(tmp_path / name) for name in ("cat/0001.png", "dog/0001.png",
+                                                 "x/cat/0001.png", "0002.png")]
+    code, _, err = run_cli(capsys, "explain", *images, "--ckpt",
+                           str(digit_model["dir"] / "best.ckpt"), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    with np.load(tmp_path / "out" / "gradcam.npz") as npz:
+        assert sorted(npz.files) == sorted([f"{tmp_path.name}_cat_0001", "dog_0001",
+                                            "x_cat_0001", "0002"]), npz.files
+        maps = [npz[key] for key in npz.files]
+    assert all(np.array_equal(maps[0], other) for other in maps[1:])  # the same digit each time
+    assert len(list((tmp_path / "out").glob("*_gradcam.png"))) == len(images)
 
 
 def test_eval_notes_a_mindir_without_explain_graph(digit_model: dict, tmp_path: Path) -> None:
