@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         name = classifier.classes[result.targets[index]]
         probability = result.probabilities[index, result.targets[index]]
         kind = "target" if target is not None else "predicted"
-        title = f"{path.name}: {kind} {plots.display_name(name)} ({probability:.1%})"
+        title = f"{stem}{path.suffix}: {kind} {plots.display_name(name)} ({probability:.1%})"
         files.append(plots.explanation_file(pixels[index], result.maps[index], title,
                                             out / f"{stem}_gradcam.png"))
         # Grad-CAM keeps only evidence *for* the class: when none is positive, the map is empty.

@@ -120,7 +120,7 @@ def _app_options() -> set[str]:
             for arg in node.args if isinstance(arg, ast.Constant)}
 
 
-SUBCOMMANDS = {"eval": "evaluate", "export": "export", "predict": "predict",
+SUBCOMMANDS = {"eval": "evaluate", "export": "export", "predict": "predict", "explain": "explain",
                "xihe-pack": "xihe"}
 SCRIPTS = {"scripts/run_train.sh": "train", "scripts/run_eval.sh": "eval",
            "scripts/run_export.sh": "export", "scripts/run_distribute_train.sh": "train"}
