@@ -201,21 +201,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     from ms_resnet import plots
 
     pixels = display_images(inputs, classifier.mean, classifier.std)
-    files = []
+    kind = "target" if target is not None else "predicted"
     for index, (path, stem) in enumerate(zip(paths, stems)):
         name = classifier.classes[result.targets[index]]
         probability = result.probabilities[index, result.targets[index]]
-        kind = "target" if target is not None else "predicted"
         title = f"{stem}{path.suffix}: {kind} {plots.display_name(name)} ({probability:.1%})"
-        files.append(plots.explanation_file(pixels[index], result.maps[index], title,
-                                            out / f"{stem}_gradcam.png"))
+        overlay = plots.explanation_file(pixels[index], result.maps[index], title,
+                                         out / f"{stem}_gradcam.png")
+        write_files([overlay])  # one by one: a figure per image would fill the memory
         # Grad-CAM keeps only evidence *for* the class: when none is positive, the map is empty.
         empty = "" if result.maps[index].max() > 0 else f" (empty map: no evidence at {layer})"
-        print(f'{path}: {kind} "{name}" {probability:.4f} -> {files[-1].target}{empty}')
+        print(f'{path}: {kind} "{name}" {probability:.4f} -> {overlay.target}{empty}')
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **dict(zip(stems, result.maps)))
-    files.append(NewFile(out / "gradcam.npz", lambda tmp: tmp.write_bytes(buffer.getvalue())))
-    write_files(files)
+    write_files([NewFile(out / "gradcam.npz", lambda tmp: tmp.write_bytes(buffer.getvalue()))])
     size = f"{classifier.image_size}x{classifier.image_size}"
     print(f"saved {out / 'gradcam.npz'}: {len(paths)} maps of {size} ({explainer.method} at "
           f"{layer})")

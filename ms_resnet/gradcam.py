@@ -1,5 +1,5 @@
-"""Grad-CAM (Selvaraju et al., 2017) and Grad-CAM++ (Chattopadhay et
-al., 2018) heat maps for the ResNets of this package, computed by MindSpore itself.
+"""Grad-CAM (Selvaraju et al., 2017) and Grad-CAM++ (Chattopadhay et al., 2018) heat maps for
+the ResNets of this package, computed by MindSpore itself.
 
 `GradCam` splits a trained ResNet at one of its layers (`layer_names`) and computes, in one graph,
 the logits and the class-activation map of each image: the ReLU of the layer's feature maps

@@ -30,15 +30,6 @@ def _ok(result) -> str:
     return result.stdout
 
 
-def _one_line_error(result, *parts: str) -> str:
-    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-2000:])
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
-    return lines[0]
-
-
 def mnist_test_digits(mnist_small: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The first `count` real MNIST test digits (N x 28 x 28 uint8) and their labels."""
     raw = gzip.decompress((mnist_small / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]
