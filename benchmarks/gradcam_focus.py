@@ -45,7 +45,15 @@ def main() -> None:
     choose_cpu_isa()
     from ms_resnet.data.pipeline import create_dataset
     from ms_resnet.explain import Explainer, display_images
-    from ms_resnet.gradcam import METHODS, UPSAMPLING, GradCam, dilate, heat_share, layer_names
+    from ms_resnet.gradcam import (
+        METHODS,
+        UPSAMPLING,
+        GradCam,
+        bare_network,
+        dilate,
+        heat_share,
+        layer_names,
+    )
     from ms_resnet.inference import from_checkpoint
 
     classifier = from_checkpoint(Path(args.ckpt))
@@ -56,7 +64,8 @@ def main() -> None:
     pixels = display_images(images, classifier.mean, classifier.std).mean(axis=3)
     objects = dilate(pixels > args.threshold, args.dilation)
     area = float(objects.mean())
-    net = classifier.network
+    net = bare_network(classifier.network)  # explained as evaluated: flip-averaged if so
+    flip = bool(classifier.config.eval_flip)
     layers = [name for name in layer_names(net)
               if args.blocks or name == "stem" or name.count(".") == 1]
     rows = []
@@ -68,7 +77,7 @@ def main() -> None:
     for layer in layers:
         for method in METHODS:
             for upsampling in UPSAMPLING:
-                cell = GradCam(net, layer, method, upsampling=upsampling)
+                cell = GradCam(net, layer, method, flip, upsampling)
                 cell.set_train(False)
                 result = Explainer(cell, layer, method).explain(images)
                 share = float(np.nanmean(heat_share(result.maps, objects)))
