@@ -87,7 +87,8 @@ def test_ranks_end_with_identical_weights(distributed_run: dict) -> None:
 def test_only_rank_0_reports_and_writes(distributed_run: dict) -> None:
     folder = distributed_run["dir"]
     assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [
-        "best.ckpt", "best.json", "best.mindir", "config.yaml", "last.ckpt", "metrics.json"]
+        "best.ckpt", "best.json", "best.mindir", "best_explain.mindir", "config.yaml",
+        "last.ckpt", "metrics.json"]
     rank0 = (folder / "logs" / "worker_0.log").read_text(errors="replace")
     rank1 = (folder / "logs" / "worker_1.log").read_text(errors="replace")
     assert "epoch 2/2: train loss" in rank0 and "saved" in rank0 and "exported" in rank0

@@ -159,8 +159,10 @@ def test_export_into_a_full_disk_leaves_no_partial_model(small_disk, tmp_path: P
     line = one_error_line(run_command("export.py", "--ckpt", str(tmp_path / "best.ckpt"),
                                       "--file_name", str(target / "out"),
                                       "--parity_samples", "0"))
-    assert line.startswith(f"error: cannot write out.mindir, out.json in {target}: needs about ")
-    assert line.endswith("no out.mindir, out.json written; free some space and try again")
+    assert line.startswith(f"error: cannot write out.mindir, out_explain.mindir, out.json in "
+                           f"{target}: needs about ")
+    assert line.endswith("no out.mindir, out_explain.mindir, out.json written; free some space "
+                         "and try again")
     assert list(target.iterdir()) == []
 
 
