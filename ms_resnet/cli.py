@@ -1,5 +1,5 @@
-"""The `ms-resnet` command: train, eval, export, predict, explain, xihe-pack, download, models,
-datasets.
+"""The `ms-resnet` command: train, eval, export, predict, explain, convert, xihe-pack, download,
+models, datasets.
 
 Every subcommand turns a `UserError` into one `error: ...` line on stderr and exit code 2.
 """
@@ -42,6 +42,12 @@ def _predict(argv: Sequence[str]) -> None:
 
 def _explain(argv: Sequence[str]) -> None:
     from ms_resnet.explain import main
+
+    main(argv)
+
+
+def _convert(argv: Sequence[str]) -> None:
+    from ms_resnet.convert import main
 
     main(argv)
 
@@ -127,6 +133,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], None], str]] = {
     "export": (_export, "export a checkpoint to MindIR or ONNX, with a parity check"),
     "predict": (_predict, "classify image files (top-k classes with probabilities)"),
     "explain": (_explain, "Grad-CAM heat maps: where in each image the evidence is"),
+    "convert": (_convert, "ImageNet ResNet weights of MindCV, torchvision, timm as a model"),
     "xihe-pack": (_xihe_pack, "prepare a trained model and the Gradio app for XiHe"),
     "download": (_download, "download a dataset and verify its md5"),
     "models": (_models, "list the registered networks"),

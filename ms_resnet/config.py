@@ -133,6 +133,10 @@ class Config:
         " none = no shortcut at all, a plain network (He et al. 2016's baseline)",
         ["A", "B", "none"])
     zero_init_residual: bool = _field(False, "start each residual branch's last BN gamma at 0")
+    stem_pool_padding: str = _field(
+        "symmetric", "resnet18-152 above 64 px: how the stem's max-pool pads; symmetric = 1 px "
+        "each side (torchvision, timm), same = pad_mode same (MindCV); set by ms-resnet convert",
+        ["symmetric", "same"])
     pretrained: str | None = _field(
         None, "initialise from this ms_resnet checkpoint of the same model (fine-tuning); "
         "parameters of another shape (classifier, stem) are re-initialised")

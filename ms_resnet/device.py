@@ -74,7 +74,13 @@ def select_device(target: str, number: int | None = None) -> None:
     (which device, what MindSpore found missing, what to install or pass instead) instead of
     MindSpore's log lines and traceback."""
     if target == "CPU":
-        ms.set_device(target)
+        try:
+            ms.set_device(target)
+        except RuntimeError:
+            # Kernels already ran in this process (a library's model, in a notebook or a test):
+            # MindSpore then refuses to set any device, and the CPU is the one running.
+            if ms.get_context("device_target") != "CPU":
+                raise
         return
     # MindSpore checks the device's libraries while setting it and logs what it misses: hold
     # those lines back, to put them into the one error line, or to show them if all is well.

@@ -8,7 +8,8 @@ from mindspore import nn
 
 from ms_resnet.config import Config
 from ms_resnet.dataspec import dataset_info
-from ms_resnet.models import FlipAverage, create_model
+from ms_resnet.errors import ConfigError
+from ms_resnet.models import IMAGENET_RESNETS, FlipAverage, create_model
 
 
 def build_network(config: Config) -> nn.Cell:
@@ -16,6 +17,11 @@ def build_network(config: Config) -> nn.Cell:
     kwargs = {"zero_init_residual": config.zero_init_residual}
     if config.shortcut:
         kwargs["shortcut"] = config.shortcut
+    if config.stem_pool_padding != "symmetric":
+        if config.model not in IMAGENET_RESNETS:
+            raise ConfigError(f"stem_pool_padding: {config.stem_pool_padding} applies to "
+                              f"{', '.join(IMAGENET_RESNETS)} only, not {config.model}")
+        kwargs["stem_pool_padding"] = config.stem_pool_padding
     return create_model(config.model, num_classes=len(info.classes), in_channels=info.channels,
                         image_size=info.image_size, **kwargs)
 

@@ -52,6 +52,13 @@ def test_no_code_path_unpickles_files() -> None:
                     offenders.append(f"{path.name}:{node.lineno} imports a pickle module")
             if isinstance(node, ast.keyword) and node.arg == "allow_pickle":
                 offenders.append(f"{path.name}:{node.lineno} passes allow_pickle")
+            # torch.load unpickles unless told to read tensors only.
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr == "load" and getattr(node.func.value, "id", "") == "torch" \
+                    and not any(k.arg == "weights_only" and getattr(k.value, "value", None) is True
+                                for k in node.keywords):
+                offenders.append(f"{path.name}:{node.lineno} calls torch.load without "
+                                 "weights_only=True")
     assert offenders == []
 
 

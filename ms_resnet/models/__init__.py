@@ -4,10 +4,11 @@ by name."""
 # The factories register themselves when their modules are imported here.
 from .flip import FlipAverage
 from .registry import create_model, list_models, register_model
-from .resnet import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut
+from .resnet import IMAGENET_RESNETS, BasicBlock, Bottleneck, ResNet, ZeroPadShortcut
 from .tutorial import tutorial_resnet
 
 __all__ = [
+    "IMAGENET_RESNETS",
     "BasicBlock",
     "Bottleneck",
     "FlipAverage",

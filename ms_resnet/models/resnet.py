@@ -197,11 +197,25 @@ class ResNet(nn.Cell):
         return self.fc(self.pool(x, (2, 3)))
 
 
+# How the 7x7 stem's 3x3/2 max-pool pads: "symmetric", 1 pixel on every side as in torchvision
+# and timm; "same", MindSpore's pad_mode="same" as in MindCV (on even sizes: 0 before, 1 after).
+# The same weights give other outputs under the other padding (ms_resnet.convert).
+STEM_POOL_PADDINGS = ("symmetric", "same")
+# The depths of the paper's ImageNet table (and of torchvision, timm and MindCV).
+IMAGENET_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
 def _imagenet_resnet(block: Block, layers: Sequence[int], num_classes: int, in_channels: int,
-                     image_size: int, **kwargs) -> ResNet:
+                     image_size: int, stem_pool_padding: str = "symmetric", **kwargs) -> ResNet:
+    if stem_pool_padding not in STEM_POOL_PADDINGS:
+        raise ValueError(f"stem_pool_padding must be one of {STEM_POOL_PADDINGS}, "
+                         f"got {stem_pool_padding!r}")
     if image_size <= 64:
         # Small images: a 7x7/2 conv plus max-pool would discard most of the resolution.
         stem = conv_bn_relu(in_channels, 64, 3, 1, 1)
+    elif stem_pool_padding == "same":
+        stem = conv_bn_relu(in_channels, 64, 7, 2, 3)
+        stem.append(nn.MaxPool2d(3, 2, pad_mode="same"))
     else:
         stem = conv_bn_relu(in_channels, 64, 7, 2, 3)
         # Zero padding + a valid max-pool equals torchvision's MaxPool2d(3, 2, padding=1) here,

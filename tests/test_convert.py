@@ -1,0 +1,169 @@
+"""`ms-resnet convert`: MindCV and torchvision ResNets (random weights, BatchNorm statistics away
+from 0/1 so that a wrong mapping or eps shows) give the same logits after conversion, through
+the checkpoint and through the exported MindIR; bad files get one line each."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from ms_resnet.convert import convert
+from ms_resnet.inference import from_checkpoint, from_mindir
+from tests.conftest import run_command
+
+SIZE = 96  # above 64 px: the 7x7 stem with its max-pool, at a fraction of 224 px's cost
+TOLERANCE = 1e-4  # relative to the largest logit
+
+
+def images(count: int = 4) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((count, 3, SIZE, SIZE)).astype(np.float32)
+
+
+def mindcv_file(depth: int, folder: Path) -> tuple[Path, np.ndarray]:
+    """A MindCV ResNet with random weights and BN statistics, saved as MindCV saves it; and its
+    logits for `images()`."""
+    import mindcv
+
+    net = mindcv.create_model(f"resnet{depth}", num_classes=1000)
+    rng = np.random.default_rng(depth)
+    for param in net.get_parameters():
+        values = {"moving_mean": rng.normal(0, 0.5, param.shape),
+                  "moving_variance": rng.uniform(0.5, 2.0, param.shape),
+                  "gamma": rng.uniform(0.5, 1.5, param.shape),
+                  "beta": rng.normal(0, 0.2, param.shape)}.get(param.name.rsplit(".", 1)[-1])
+        if values is not None:
+            param.set_data(ms.Tensor(values.astype(np.float32)))
+    path = folder / f"mindcv_resnet{depth}.ckpt"
+    ms.save_checkpoint(net, str(path))
+    net.set_train(False)
+    return path, net(ms.Tensor(images())).asnumpy()
+
+
+def torchvision_state(depth: int):
+    """torchvision's ResNet-`depth` (tests/torchvision_twin.py) with random weights and BN
+    statistics; and its logits for `images()`."""
+    import torch
+
+    from tests.torchvision_twin import ResNet
+
+    torch.manual_seed(depth)
+    net = ResNet(depth)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.2)
+        net.eval()
+        logits = net(torch.from_numpy(images())).numpy()
+    return net.state_dict(), logits
+
+
+def check_parity(folder: Path, reference: np.ndarray) -> None:
+    for classifier in (from_checkpoint(folder / "best.ckpt"), from_mindir(folder / "best.mindir")):
+        logits = classifier.logits(images())
+        error = np.abs(logits - reference).max() / np.abs(reference).max()
+        assert error <= TOLERANCE, (classifier.source, error)
+        assert (logits.argmax(axis=1) == reference.argmax(axis=1)).all(), classifier.source
+
+
+# The other depths (and the named sources) follow in the next sessions: see the issue.
+@pytest.mark.parametrize("depth", [50])
+def test_mindcv_checkpoints_convert_to_the_same_logits(depth: int, tmp_path: Path) -> None:
+    source, reference = mindcv_file(depth, tmp_path)
+    convert(source, tmp_path / "out", image_size=SIZE)
+    config = (tmp_path / "out" / "config.yaml").read_text()
+    assert f"model: resnet{depth}" in config and "stem_pool_padding: same" in config
+    check_parity(tmp_path / "out", reference)
+
+
+@pytest.mark.parametrize(("depth", "suffix"), [(18, ".pth")])
+def test_torchvision_state_dicts_convert_to_the_same_logits(depth: int, suffix: str,
+                                                            tmp_path: Path) -> None:
+    import torch
+
+    state, reference = torchvision_state(depth)
+    source = tmp_path / f"resnet{depth}{suffix}"
+    if suffix == ".pth":
+        torch.save(state, source)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({name: value.contiguous() for name, value in state.items()}, str(source))
+    convert(source, tmp_path / "out", image_size=SIZE)
+    assert "stem_pool_padding: symmetric" in (tmp_path / "out" / "config.yaml").read_text()
+    check_parity(tmp_path / "out", reference)
+
+
+def test_a_converted_safetensors_file_serves_predict_and_xihe_pack(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state, reference = torchvision_state(18)
+    save_file({name: value.contiguous() for name, value in state.items()},
+              str(tmp_path / "resnet18.safetensors"))
+    result = run_command("-m", "ms_resnet", "convert", str(tmp_path / "resnet18.safetensors"),
+                         "--out", str(tmp_path / "model"), "--image_size", str(SIZE))
+    assert result.returncode == 0, result.stderr[-2000:]
+    check_parity(tmp_path / "model", reference)
+    sidecar = json.loads((tmp_path / "model" / "best.json").read_text())
+    assert len(sidecar["classes"]) == 1000 and sidecar["classes"][:2] == ["tench", "goldfish"]
+    assert sidecar["mean"] == [0.485, 0.456, 0.406] and sidecar["input_shape"][2] == SIZE
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 150, 3), np.uint8)).save(
+        tmp_path / "photo.jpg")
+    result = run_command("-m", "ms_resnet", "predict", str(tmp_path / "photo.jpg"), "--mindir",
+                         str(tmp_path / "model" / "best.mindir"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = [part.rsplit(" ", 1)[0].strip('"')
+             for part in result.stdout.strip().splitlines()[-1].split(": ", 1)[1].split(", ")]
+    assert len(names) == 3 and all(name in sidecar["classes"] for name in names)
+    result = run_command("-m", "ms_resnet", "xihe-pack", "--ckpt_dir", str(tmp_path / "model"),
+                         "--out", str(tmp_path / "xihe"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "xihe" / "model" / "best_explain.mindir").is_file()
+
+
+def _one_line(args: list[str], *parts: str) -> None:
+    result = run_command("-m", "ms_resnet", "convert", *args)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), \
+        result.stderr[-2000:]
+    assert all(part in lines[0] for part in parts), lines[0]
+
+
+def test_bad_files_get_one_line_each(tmp_path: Path) -> None:
+    source, _ = mindcv_file(18, tmp_path)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(source.read_bytes()[:100_000])
+    out = ["--out", str(tmp_path / "out")]
+    _one_line([str(truncated), *out], "truncated.ckpt: not a readable .ckpt file")
+    _one_line([str(source), "--model", "resnet34", *out],
+              "a resnet18 file, not resnet34 (--model)")
+    from ms_resnet.models import create_model
+
+    ms.save_checkpoint(create_model("resnet20"), str(tmp_path / "cifar.ckpt"))
+    _one_line([str(tmp_path / "cifar.ckpt"), *out], "not a ResNet of torchvision, timm or MindCV")
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    _one_line([str(tmp_path / "weights.bin"), *out], "expected a .ckpt")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_pth_without_pytorch_says_what_to_install(tmp_path: Path) -> None:
+    (tmp_path / "resnet50.pth").write_bytes(b"PK")
+    code = ("import sys; sys.modules['torch'] = None; from ms_resnet.cli import run; "
+            f"sys.exit(run('convert', [{str(tmp_path / 'resnet50.pth')!r}, '--out', "
+            f"{str(tmp_path / 'out')!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'resnet50.pth'}: reading a PyTorch .pth file needs PyTorch (pip "
+        "install torch); the same weights as .safetensors need only `pip install safetensors`")
