@@ -103,15 +103,29 @@ def _saved_model_name(ckpt: Path) -> str | None:
 
 
 def load_pretrained(net: nn.Cell, ckpt: Path, model: str) -> list[str]:
-    """Fine-tuning: load the parameters of `ckpt` (a checkpoint of the same `model`) that fit
-    `net`; the others (another class count's classifier, another channel count's stem) keep
-    their fresh initialisation. Returns their descriptions, e.g. "fc.weight (10, 64) -> (3, 64)".
+    """Fine-tuning: load the parameters of `ckpt` that fit `net`; the others (another class
+    count's classifier, another channel count's stem) keep their fresh initialisation. Returns
+    their descriptions, e.g. "fc.weight (10, 64) -> (3, 64)".
+
+    `ckpt` is an ms_resnet checkpoint of the same `model`, a folder holding one (best.ckpt: a
+    run, or `ms-resnet convert`'s output), or published weights of the same depth that
+    `ms-resnet convert` reads (MindCV .ckpt, torchvision .pth, torchvision/timm .safetensors).
     """
+    if ckpt.is_dir():
+        ckpt = ckpt / "best.ckpt"
+    if ckpt.suffix.lower() != ".ckpt":
+        from ms_resnet.convert import load_published
+
+        return load_published(net, ckpt, model)
     other = _saved_model_name(ckpt)
     if other is not None and other != model:
         raise CheckpointError(f"--pretrained {ckpt}: a checkpoint of {other} (config.yaml beside "
                               f"it), but this run trains {model}; use a {model} checkpoint")
     saved = _read_checkpoint(ckpt, f"--pretrained {ckpt}")
+    if "stem.0.weight" not in saved and "conv1.weight" in saved:  # MindCV's names
+        from ms_resnet.convert import load_published
+
+        return load_published(net, ckpt, model)
     params = list(net.get_parameters())
     missing = [p.name for p in params if p.name not in saved]
     if missing:

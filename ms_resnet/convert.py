@@ -192,6 +192,24 @@ def load_into(net, mapped: dict[str, np.ndarray], path: Path, model: str,
     return skipped
 
 
+def load_published(net, path: Path, model: str) -> list[str]:
+    """--pretrained with published weights: load what fits `net` (a `model` network), return the
+    re-initialised parameters (the classifier for another class count, ...)."""
+    weights = read_weights(path)
+    layout = source_layout(weights, path)
+    found = source_model(weights, path)
+    if found != model:
+        raise CheckpointError(f"--pretrained {path}: a {found} file, but this run trains {model}; "
+                              f"use {found} weights or --model {found}")
+    reinitialised = load_into(net, to_ms_resnet(weights, layout), path, model, reinitialise=True)
+    same_pool = any(str(getattr(cell, "pad_mode", "")).upper() == "SAME"
+                    for cell in net.stem.cells())
+    if layout == "mindcv" and not same_pool:
+        print(f"note: {path} is a MindCV model, whose stem max-pool pads as pad_mode same: "
+              "stem_pool_padding: same keeps its exact outputs", flush=True)
+    return reinitialised
+
+
 def imagenet_classes() -> list[str]:
     return IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()
 

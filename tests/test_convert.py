@@ -167,3 +167,31 @@ def test_a_pth_without_pytorch_says_what_to_install(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'resnet50.pth'}: reading a PyTorch .pth file needs PyTorch (pip "
         "install torch); the same weights as .safetensors need only `pip install safetensors`")
+
+
+def test_pretrained_takes_published_files_and_a_converted_folder(tmp_path: Path) -> None:
+    """--pretrained (checkpoint.load_pretrained): the three formats and convert's folder load
+    into a network with another classifier, which is re-initialised and named."""
+    from safetensors.torch import save_file
+
+    from ms_resnet.checkpoint import load_pretrained
+    from ms_resnet.errors import CheckpointError
+    from ms_resnet.models import create_model
+
+    state, _ = torchvision_state(18)
+    save_file({name: value.contiguous() for name, value in state.items()},
+              str(tmp_path / "tv.safetensors"))
+    source, _ = mindcv_file(18, tmp_path)
+    convert(tmp_path / "tv.safetensors", tmp_path / "converted", image_size=SIZE,
+            parity_samples=0)
+    expected = state["layer2.0.conv1.weight"].numpy()
+    for pretrained in (tmp_path / "tv.safetensors", source, tmp_path / "converted"):
+        net = create_model("resnet18", num_classes=3, in_channels=3, image_size=SIZE)
+        skipped = load_pretrained(net, pretrained, "resnet18")
+        assert skipped == ["fc.weight (1000, 512) -> (3, 512)", "fc.bias (1000,) -> (3,)"]
+        loaded = dict(net.parameters_and_names())["layers.1.0.branch.0.weight"].asnumpy()
+        if pretrained != source:  # MindCV's file has its own random weights
+            np.testing.assert_array_equal(loaded, expected)
+    with pytest.raises(CheckpointError, match="a resnet18 file, but this run trains resnet34"):
+        load_pretrained(create_model("resnet34", 3, 3, SIZE), tmp_path / "tv.safetensors",
+                        "resnet34")
