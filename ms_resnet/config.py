@@ -138,8 +138,10 @@ class Config:
         "each side (torchvision, timm), same = pad_mode same (MindCV); set by ms-resnet convert",
         ["symmetric", "same"])
     pretrained: str | None = _field(
-        None, "initialise from this ms_resnet checkpoint of the same model (fine-tuning); "
-        "parameters of another shape (classifier, stem) are re-initialised")
+        None, "initialise from weights of the same model (fine-tuning): an ms_resnet checkpoint "
+        "or run folder, a MindCV .ckpt, a torchvision .pth, a .safetensors file, or a published "
+        "name (torchvision:resnet50, mindcv:resnet50, timm:resnet50.a1_in1k); parameters of "
+        "another shape (classifier, stem) are re-initialised")
     freeze_backbone: bool = _field(False, "with pretrained: train the classifier (last Dense "
                                    "layer) only")
     # optimizer

@@ -232,7 +232,10 @@ def build_parser() -> CommandParser:
                     "config.yaml (ImageNet recipe, 1,000 class names), best.mindir + best.json "
                     "+ best_explain.mindir, checked against each other.")
     parser.add_argument("source", help="weights file: .ckpt (MindCV), .pth (torchvision, needs "
-                        "PyTorch) or .safetensors (torchvision, timm)")
+                        "PyTorch) or .safetensors (torchvision, timm); or a published name, "
+                        "downloaded once and hash-checked: torchvision:resnet50, "
+                        "mindcv:resnet50, timm:resnet50.a1_in1k, ... (docs/own_images.md), or "
+                        "a URL")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--model", help="resnet18, 34, 50, 101 or 152 (default: read from the "
                         "file; given, it must match)")
@@ -284,5 +287,8 @@ def convert(source: Path, out: Path, model: str | None = None, image_size: int =
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    convert(Path(args.source), Path(args.out), args.model, args.image_size, args.data_dir,
+    from ms_resnet.weights import is_named, resolve
+
+    source = resolve(args.source) if is_named(args.source) else Path(args.source)
+    convert(source, Path(args.out), args.model, args.image_size, args.data_dir,
             args.parity_samples)

@@ -159,7 +159,11 @@ def _run_training(config: Config, resume: Path | None, overwrite: bool,
 
     net = build_network(config)
     if config.pretrained and resume is None:
-        reinitialised = load_pretrained(net, Path(config.pretrained), config.model)
+        from ms_resnet.weights import is_named, resolve
+
+        pretrained = (resolve(config.pretrained) if is_named(config.pretrained)
+                      else Path(config.pretrained))
+        reinitialised = load_pretrained(net, pretrained, config.model)
         print(f"pretrained {config.pretrained}: re-initialised (shape differs): "
               f"{', '.join(reinitialised) or 'none'}", flush=True)
     if config.freeze_backbone:

@@ -195,3 +195,50 @@ def test_pretrained_takes_published_files_and_a_converted_folder(tmp_path: Path)
     with pytest.raises(CheckpointError, match="a resnet18 file, but this run trains resnet34"):
         load_pretrained(create_model("resnet34", 3, 3, SIZE), tmp_path / "tv.safetensors",
                         "resnet34")
+
+
+def test_named_sources_download_once_and_check_the_published_hash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """A URL (file:// here: no network) is fetched into $MS_RESNET_CACHE/weights and checked
+    against the SHA-256 prefix in its name; a wrong file is deleted; offline, a named source
+    says which URL failed and where to put the file."""
+    import hashlib
+
+    import torch
+
+    from ms_resnet.cli import run
+    from ms_resnet.data.prepare import cache_root
+    from ms_resnet.errors import UserError
+    from ms_resnet.weights import PUBLISHED, resolve
+
+    state, _ = torchvision_state(18)
+    plain = tmp_path / "plain.pth"
+    torch.save(state, plain)
+    sha256 = hashlib.sha256(plain.read_bytes()).hexdigest()
+    published = tmp_path / "server" / f"resnet18-{sha256[:8]}.pth"
+    published.parent.mkdir()
+    plain.rename(published)
+    local = resolve(published.as_uri())
+    assert local == cache_root() / "weights" / published.name
+    assert local.read_bytes() == published.read_bytes()
+    published.unlink()
+    assert resolve(published.as_uri()) == local  # from the cache, not the server
+
+    damaged = tmp_path / "server" / "resnet18-00000000.pth"
+    damaged.write_bytes(local.read_bytes())
+    with pytest.raises(UserError, match="resnet18-00000000.pth has SHA-256 .* not the published "
+                                        "00000000"):
+        resolve(damaged.as_uri())
+    assert not (cache_root() / "weights" / damaged.name).exists()
+
+    monkeypatch.setenv("MS_RESNET_WEIGHTS_MIRROR", (tmp_path / "empty").as_uri())
+    target = cache_root() / "weights" / PUBLISHED["torchvision:resnet50"].file
+    capsys.readouterr()
+    code = run("convert", ["torchvision:resnet50", "--out", str(tmp_path / "out")])
+    assert code == 2 and capsys.readouterr().err.strip() == (
+        f"error: torchvision:resnet50: cannot download {(tmp_path / 'empty').as_uri()}/"
+        "resnet50-11ad3fa6.pth (No such file or directory); on a machine without access, "
+        f"download it elsewhere and put it at {target} (or set MS_RESNET_WEIGHTS_MIRROR)")
+    assert run("convert", ["torchvision:resnet51", "--out", str(tmp_path / "out")]) == 2
+    assert "torchvision:resnet51: unknown weights; choose one of torchvision:resnet18" in \
+        capsys.readouterr().err

@@ -23,12 +23,14 @@ def file_md5(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _fetch(url: str, target: Path, timeout: float) -> None:
-    """Stream `url` to `target` with a progress bar (written to a .part file, then renamed)."""
+def fetch(url: str, target: Path, timeout: float) -> str | None:
+    """Stream `url` to `target` with a progress bar (written to a .part file, then renamed);
+    return the server's X-Linked-ETag (Hugging Face: the file's SHA-256), if any."""
     part = target.with_name(target.name + ".part")
     request = urllib.request.Request(url, headers={"User-Agent": "ms_resnet"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response, open(part, "wb") as out:
+            etag = response.headers.get("X-Linked-ETag")
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
                 for block in iter(lambda: response.read(1 << 16), b""):
@@ -38,6 +40,7 @@ def _fetch(url: str, target: Path, timeout: float) -> None:
         part.unlink(missing_ok=True)
         raise
     os.replace(part, target)
+    return etag
 
 
 def download_file(remote: RemoteFile, data_dir: Path, timeout: float = 60.0) -> Path:
@@ -46,7 +49,7 @@ def download_file(remote: RemoteFile, data_dir: Path, timeout: float = 60.0) -> 
     errors = []
     for url in remote.urls:
         try:
-            _fetch(url, target, timeout)
+            fetch(url, target, timeout)
         except (urllib.error.URLError, OSError) as exc:
             errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
             continue
