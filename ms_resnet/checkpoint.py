@@ -114,7 +114,7 @@ def load_pretrained(net: nn.Cell, ckpt: Path, model: str) -> list[str]:
     if ckpt.is_dir():
         ckpt = ckpt / "best.ckpt"
     if ckpt.suffix.lower() != ".ckpt":
-        from ms_resnet.convert import load_published
+        from ms_resnet.published import load_published
 
         return load_published(net, ckpt, model)
     other = _saved_model_name(ckpt)
@@ -123,7 +123,7 @@ def load_pretrained(net: nn.Cell, ckpt: Path, model: str) -> list[str]:
                               f"it), but this run trains {model}; use a {model} checkpoint")
     saved = _read_checkpoint(ckpt, f"--pretrained {ckpt}")
     if "stem.0.weight" not in saved and "conv1.weight" in saved:  # MindCV's names
-        from ms_resnet.convert import load_published
+        from ms_resnet.published import load_published
 
         return load_published(net, ckpt, model)
     params = list(net.get_parameters())
