@@ -124,19 +124,23 @@ class _Head(nn.Cell):
 
 
 class _Score(nn.Cell):
-    """The sum over the batch of each image's target logit; with flip averaging, of the mean of
-    the two views' logits. Each image's score depends on its own features only (BatchNorm is in
-    inference mode), so one gradient gives every image's."""
+    """(the sum over the batch of each image's target logit, the logits). With flip averaging, the
+    logits are the mean of the two views'. A target of -1 picks the image's predicted class. Each
+    image's score depends on its own features only (BatchNorm is in inference mode), so one
+    gradient gives every image's."""
 
     def __init__(self, head: _Head) -> None:
         super().__init__(auto_prefix=False)
         self.head = head
 
-    def construct(self, features, mirrored, onehot):
+    def construct(self, features, mirrored, targets):
         logits = self.head(features)
         if mirrored is not None:
             logits = (logits + self.head(mirrored)) / 2
-        return (logits * onehot).sum()
+        chosen = ops.where(targets < 0, logits.argmax(1).astype(targets.dtype), targets)
+        onehot = ops.one_hot(chosen, logits.shape[1], ms.Tensor(1.0, ms.float32),
+                             ms.Tensor(0.0, ms.float32))
+        return (logits * onehot).sum(), logits
 
 
 class GradCam(nn.Cell):
@@ -161,7 +165,10 @@ class GradCam(nn.Cell):
         split = _split_at(net, self.layer)
         self.body = _Run(units[:split])
         self.score = _Score(_Head(_Run(units[split:]), net.fc))
-        self.gradients = ops.GradOperation(get_all=True)
+        # The logits come out beside the score (has_aux), from the same pass: the network's
+        # parameters then appear in one differentiated graph only.
+        self.score_and_gradients = ms.value_and_grad(self.score, (0, 1) if flip else 0,
+                                                     has_aux=True)
         # The primitives, not ops.interpolate / Tensor.max: those do not survive a MindIR export
         # with a dynamic batch size (MindSpore 2.10 cannot load the exported graph again).
         self.resize = (ops.ResizeBilinearV2(half_pixel_centers=True) if upsampling == "bilinear"
@@ -186,16 +193,12 @@ class GradCam(nn.Cell):
         size = (images.shape[2], images.shape[3])
         features = self.body(images)
         mirrored = self.body(ops.flip(images, (3,))) if self.flip else None
-        logits = self.score.head(features)
+        (_, logits), gradients = self.score_and_gradients(features, mirrored, targets)
         if self.flip:
-            logits = (logits + self.score.head(mirrored)) / 2
-        chosen = ops.where(targets < 0, logits.argmax(1).astype(targets.dtype), targets)
-        onehot = ops.one_hot(chosen, logits.shape[1], ms.Tensor(1.0, ms.float32),
-                             ms.Tensor(0.0, ms.float32))
-        gradients = self.gradients(self.score)(features, mirrored, onehot)
-        maps = self._map(features, gradients[0], size)
-        if self.flip:
+            maps = self._map(features, gradients[0], size)
             maps = (maps + ops.flip(self._map(mirrored, gradients[1], size), (3,))) / 2
+        else:
+            maps = self._map(features, gradients, size)
         maps = ops.relu(maps.squeeze(1))  # bilinear weights are >= 0; this clears rounding
         peak = ops.amax(maps, (1, 2), True)
         return logits, ops.where(peak > 0, maps / ops.maximum(peak, _EPS), maps)
