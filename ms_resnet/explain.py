@@ -82,11 +82,11 @@ class Explainer:
                 chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
                 chosen = None if chosen is None else chosen + [0] * pad
             result = run_explainer(self.graph, chunk, chosen)
-            parts.append(Explanation(result.maps[:batch - pad],
-                                     result.probabilities[:batch - pad],
-                                     result.targets[:batch - pad]))
+            keep = batch - pad
+            parts.append(Explanation(result.maps[:keep], result.logits[:keep],
+                                     result.probabilities[:keep], result.targets[:keep]))
         return Explanation(*(np.concatenate([getattr(p, key) for p in parts])
-                             for key in ("maps", "probabilities", "targets")))
+                             for key in ("maps", "logits", "probabilities", "targets")))
 
 
 def load_explainer(classifier: Classifier, layer: str | None = None,

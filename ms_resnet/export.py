@@ -13,7 +13,7 @@ import numpy as np
 from ms_resnet.config import CommandParser, number_option
 from ms_resnet.data.pipeline import create_dataset
 from ms_resnet.errors import DataError, UserError
-from ms_resnet.explain import Explainer, explain_path, gradcam_cell, load_explainer
+from ms_resnet.explain import explain_path, gradcam_cell, load_explainer
 from ms_resnet.files import NewFile, check_writable, write_files
 from ms_resnet.gradcam import explainable
 from ms_resnet.inference import (
@@ -137,25 +137,29 @@ def export_checkpoint(ckpt: Path, config_path: str | None = None, file_name: str
     print(f"parity check on {origin}: max |logit difference| {difference:.3g}, "
           "all top-1 predictions equal")
     if explainable(classifier.network):
-        difference = check_explain_parity(classifier, exported, images, batch_size)
-        print(f"explain graph {explain_path(path).name}: max |map difference| {difference:.3g} "
-              "on the same images")
+        difference = check_explain_graph(classifier, exported, images, batch_size)
+        print(f"explain graph {explain_path(path).name}: max |logit difference| "
+              f"{difference:.3g}, maps in [0, 1]")
     return path
 
 
-def check_explain_parity(reference: Classifier, exported: Classifier, images: np.ndarray,
-                         batch_size: int | None) -> float:
-    """Max |Grad-CAM map difference| between the checkpoint and the exported explain graph;
-    raises ParityError above PARITY_TOLERANCE."""
-    # A few images are enough: every map of a batch comes from the same graph.
+def check_explain_graph(reference: Classifier, exported: Classifier, images: np.ndarray,
+                        batch_size: int | None) -> float:
+    """Load and run the exported explain graph: its logits must be the checkpoint's (so its
+    weights and forward pass are), its maps within [0, 1] and scaled to 1 or all 0; return the
+    max |logit difference|. (Its maps equal the checkpoint's Grad-CAM: tests/test_explain.py;
+    checking that here too would compile a second gradient graph for every export.)"""
+    # A few images are enough: every row of a batch comes from the same graph.
     sample = images[:batch_size or 32]
-    ours = Explainer(gradcam_cell(reference), "", "", batch_size).explain(sample).maps
-    theirs = load_explainer(exported).explain(sample).maps
-    difference = float(np.abs(ours - theirs).max())
-    if difference > PARITY_TOLERANCE:
+    result = load_explainer(exported).explain(sample)
+    difference = float(np.abs(result.logits - reference.logits(sample)).max())
+    peaks = result.maps.max(axis=(1, 2))
+    if difference > PARITY_TOLERANCE or result.maps.min() < 0 or not np.all(
+            np.isclose(peaks, 1) | (peaks == 0)):
         raise ParityError(f"{explain_path(Path(exported.source))}: exported explain graph "
-                          f"differs from the checkpoint: max |map difference| {difference:.3g} "
-                          f"(limit {PARITY_TOLERANCE:g})")
+                          f"differs from the checkpoint: max |logit difference| "
+                          f"{difference:.3g} (limit {PARITY_TOLERANCE:g}), maps in "
+                          f"[{result.maps.min():.3g}, {peaks.max():.3g}]")
     return difference
 
 

@@ -215,10 +215,11 @@ def explainable(network: nn.Cell) -> bool:
 
 @dataclass
 class Explanation:
-    """Heat maps of a batch: `maps` N x H x W in [0, 1]; `probabilities` N x K; `targets` the
-    explained class of each image."""
+    """Heat maps of a batch: `maps` N x H x W in [0, 1]; `logits` and `probabilities` N x K;
+    `targets` the explained class of each image."""
 
     maps: np.ndarray
+    logits: np.ndarray
     probabilities: np.ndarray
     targets: np.ndarray
 
@@ -234,7 +235,7 @@ def run_explainer(explainer, images: np.ndarray, targets: Sequence[int] | None =
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     probabilities = shifted / shifted.sum(axis=1, keepdims=True)
     targets = np.where(np.asarray(targets) < 0, logits.argmax(axis=1), targets)
-    return Explanation(maps.asnumpy().astype(np.float32), probabilities, targets)
+    return Explanation(maps.asnumpy().astype(np.float32), logits, probabilities, targets)
 
 
 def dilate(masks: np.ndarray, pixels: int) -> np.ndarray:

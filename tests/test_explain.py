@@ -189,7 +189,8 @@ def test_images_of_any_size_and_mode_get_an_overlay_and_a_map(
 def test_exported_explain_graph_gives_the_checkpoints_maps(digit_model: dict, trained,
                                                            digits: dict) -> None:
     folder = digit_model["dir"]
-    assert "explain graph best_explain.mindir: max |map difference|" in digit_model["stdout"]
+    assert "explain graph best_explain.mindir: max |logit difference| 0, maps in [0, 1]" in \
+        digit_model["stdout"]
     sidecar = json.loads((folder / "best.json").read_text())
     assert sidecar["explain"]["file"] == "best_explain.mindir"
     assert (sidecar["explain"]["layer"], sidecar["explain"]["method"]) == ("layers.1", "gradcam")
