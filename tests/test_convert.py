@@ -103,7 +103,8 @@ def test_torchvision_state_dicts_convert_to_the_same_logits(depth: int, suffix: 
     check_parity(tmp_path / "out", reference)
 
 
-def test_a_converted_safetensors_file_serves_predict_and_xihe_pack(tmp_path: Path) -> None:
+def test_a_converted_safetensors_file_serves_predict_and_xihe_pack(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from safetensors.torch import save_file
 
     state, reference = torchvision_state(18)
@@ -120,15 +121,16 @@ def test_a_converted_safetensors_file_serves_predict_and_xihe_pack(tmp_path: Pat
 
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 150, 3), np.uint8)).save(
         tmp_path / "photo.jpg")
-    result = run_command("-m", "ms_resnet", "predict", str(tmp_path / "photo.jpg"), "--mindir",
-                         str(tmp_path / "model" / "best.mindir"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    names = [part.rsplit(" ", 1)[0].strip('"')
-             for part in result.stdout.strip().splitlines()[-1].split(": ", 1)[1].split(", ")]
+    from ms_resnet.cli import run
+
+    capsys.readouterr()
+    assert run("predict", [str(tmp_path / "photo.jpg"), "--mindir",
+                           str(tmp_path / "model" / "best.mindir")]) == 0
+    names = [part.rsplit(" ", 1)[0].strip('"') for part in
+             capsys.readouterr().out.strip().splitlines()[-1].split(": ", 1)[1].split(", ")]
     assert len(names) == 3 and all(name in sidecar["classes"] for name in names)
-    result = run_command("-m", "ms_resnet", "xihe-pack", "--ckpt_dir", str(tmp_path / "model"),
-                         "--out", str(tmp_path / "xihe"))
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert run("xihe-pack", ["--ckpt_dir", str(tmp_path / "model"), "--out",
+                             str(tmp_path / "xihe")]) == 0
     assert (tmp_path / "xihe" / "model" / "best_explain.mindir").is_file()
 
 
