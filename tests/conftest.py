@@ -3,6 +3,7 @@ exact upstream formats, and a helper that runs the project's commands as a user 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -49,6 +50,14 @@ def fake_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     fakedata.make_svhn_mat(dirs["svhn"], n_train=300, n_test=100, seed=3)
     fakedata.make_stl10_bin(dirs["stl10"], n_train=100, n_test=40, seed=4)
     return dirs
+
+
+def need_torch() -> None:
+    """Skip a test that needs PyTorch when it is not installed, except under CI, which installs
+    the bench extra (.ci/run) and must run it."""
+    if importlib.util.find_spec("torch") is None:
+        assert not os.environ.get("CI"), "CI installs the bench extra (torch): see .ci/run"
+        pytest.skip("torch is not installed (pip install -e '.[bench]')")
 
 
 def run_command(*args: str, cwd: Path = ROOT, env: dict | None = None,

@@ -15,7 +15,7 @@ import pytest
 
 from ms_resnet.convert import convert
 from ms_resnet.inference import from_checkpoint, from_mindir
-from tests.conftest import run_command
+from tests.conftest import need_torch, run_command
 
 SIZE = 96  # above 64 px: the 7x7 stem with its max-pool, at a fraction of 224 px's cost
 TOLERANCE = 1e-4  # relative to the largest logit
@@ -48,6 +48,7 @@ def mindcv_file(depth: int, folder: Path) -> tuple[Path, np.ndarray]:
 def torchvision_state(depth: int):
     """torchvision's ResNet-`depth` (tests/torchvision_twin.py) with random weights and BN
     statistics; and its logits for `images()`."""
+    need_torch()
     import torch
 
     from tests.torchvision_twin import ResNet
@@ -88,6 +89,7 @@ def test_mindcv_checkpoints_convert_to_the_same_logits(depth: int, tmp_path: Pat
 @pytest.mark.parametrize(("depth", "suffix"), [(18, ".pth")])
 def test_torchvision_state_dicts_convert_to_the_same_logits(depth: int, suffix: str,
                                                             tmp_path: Path) -> None:
+    need_torch()
     import torch
 
     state, reference = torchvision_state(depth)
@@ -105,6 +107,7 @@ def test_torchvision_state_dicts_convert_to_the_same_logits(depth: int, suffix: 
 
 def test_a_converted_safetensors_file_serves_predict_and_xihe_pack(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    need_torch()
     from safetensors.torch import save_file
 
     state, reference = torchvision_state(18)
@@ -176,6 +179,7 @@ def test_a_pth_without_pytorch_says_what_to_install(tmp_path: Path) -> None:
 def test_pretrained_takes_published_files_and_a_converted_folder(tmp_path: Path) -> None:
     """--pretrained (checkpoint.load_pretrained): the three formats and convert's folder load
     into a network with another classifier, which is re-initialised and named."""
+    need_torch()
     from safetensors.torch import save_file
 
     from ms_resnet.checkpoint import load_pretrained
@@ -206,6 +210,7 @@ def test_named_sources_download_once_and_check_the_published_hash(
     """A URL (file:// here: no network) is fetched into $MS_RESNET_CACHE/weights and checked
     against the SHA-256 prefix in its name; a wrong file is deleted; offline, a named source
     says which URL failed and where to put the file."""
+    need_torch()
     import hashlib
 
     import torch

@@ -3,12 +3,11 @@ the MNIST folder found as train.py finds it (--data_dir, $MS_RESNET_DATA/mnist, 
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_command
+from tests.conftest import ROOT, need_torch, run_command
 
 SCRIPT = "benchmarks/train_throughput.py"
 
@@ -86,16 +85,10 @@ def test_find_mnist_reads_ms_resnet_data_unless_given_a_folder(
         specs.find_mnist(None, ["train"])
 
 
-def _need_torch() -> None:
-    if importlib.util.find_spec("torch") is None:
-        assert not os.environ.get("CI"), "CI installs the bench extra (torch): see .ci/run"
-        pytest.skip("torch is not installed (pip install -e '.[bench]')")
-
-
 def test_both_sides_of_the_training_benchmark_run(tmp_path: Path, mnist_small: Path) -> None:
     """The PyTorch worker runs in a process without MindSpore; a light module that starts
     importing it makes this fail (as it did when ms_resnet.data loaded mindspore)."""
-    _need_torch()
+    need_torch()
     out = tmp_path / "train.json"
     result = run_command(SCRIPT, "--quick", "--models", "fast_resnet8:1x28",
                          "--data_dir", str(mnist_small), "--json", str(out))
@@ -106,7 +99,7 @@ def test_both_sides_of_the_training_benchmark_run(tmp_path: Path, mnist_small: P
 
 
 def test_both_sides_of_the_inference_benchmark_run() -> None:
-    _need_torch()
+    need_torch()
     result = run_command("benchmarks/infer_throughput.py", "--quick", "--models",
                          "fast_resnet8:1x28", "--no_jit")
     assert result.returncode == 0, result.stdout + result.stderr
