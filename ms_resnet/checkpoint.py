@@ -125,7 +125,8 @@ def load_pretrained(net: nn.Cell, ckpt: Path, model: str) -> list[str]:
     if "stem.0.weight" not in saved and "conv1.weight" in saved:  # MindCV's names
         from ms_resnet.published import load_published
 
-        return load_published(net, ckpt, model)
+        return load_published(net, ckpt, model,
+                              {name: value.asnumpy() for name, value in saved.items()})
     params = list(net.get_parameters())
     missing = [p.name for p in params if p.name not in saved]
     if missing:

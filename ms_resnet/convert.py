@@ -61,11 +61,10 @@ def build_parser() -> CommandParser:
 def convert(source: Path, out: Path, model: str | None = None, image_size: int = 224,
             data_dir: str | None = None, parity_samples: int = 16) -> Path:
     """Write the model folder; return its best.ckpt."""
-    import mindspore as ms
-
+    from ms_resnet.callbacks import checkpoint_file
     from ms_resnet.cpu_isa import choose_cpu_isa
     from ms_resnet.export import export_checkpoint
-    from ms_resnet.files import NewFile, check_writable, write_files
+    from ms_resnet.files import check_writable, write_files
     from ms_resnet.network import build_network
     from ms_resnet.runtime import set_up_context
 
@@ -87,8 +86,7 @@ def convert(source: Path, out: Path, model: str | None = None, image_size: int =
     config.ckpt_dir = str(out)
     from ms_resnet.config import save_config
 
-    write_files([NewFile(ckpt, lambda tmp: ms.save_checkpoint(net, str(tmp)),
-                         sum(p.nbytes for p in net.get_parameters()) + (1 << 20))])
+    write_files([checkpoint_file(net, ckpt)])
     save_config(config, out / "config.yaml")
     print(f"{source}: {layout} {found}, {sum(v.size for v in mapped.values()):,} values -> {ckpt}")
     export_checkpoint(ckpt, parity_samples=parity_samples, data_dir=data_dir)

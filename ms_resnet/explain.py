@@ -11,7 +11,6 @@ from typing import Callable
 
 import mindspore as ms
 import numpy as np
-from mindspore import nn
 
 from ms_resnet.config import CommandParser, number_option
 from ms_resnet.errors import CheckpointError, UserError
@@ -19,20 +18,22 @@ from ms_resnet.files import NewFile, check_writable, read_json, write_files
 from ms_resnet.gradcam import (
     DEFAULT_METHOD,
     METHODS,
+    PREDICTED,
     Explanation,
     GradCam,
     bare_network,
     default_layer,
     explainable,
-    run_explainer,
 )
 from ms_resnet.inference import (
     DEFAULT_MAX_PIXELS,
     Classifier,
     add_device_argument,
     load_classifier,
+    load_graph,
     load_image,
     sidecar_path,
+    softmax,
 )
 
 BATCH = 64
@@ -55,6 +56,18 @@ def gradcam_cell(classifier: Classifier, layer: str | None = None,
                    flip=bool(getattr(classifier.config, "eval_flip", False)))
     cell.set_train(False)
     return cell
+
+
+def run_explainer(explainer: Callable, images: np.ndarray,
+                  targets: Sequence[int] | None = None) -> Explanation:
+    """Run a GradCam cell, or its exported MindIR, on one batch of normalised NCHW images."""
+    if targets is None:
+        targets = [PREDICTED] * len(images)
+    logits, maps = explainer(ms.Tensor(np.ascontiguousarray(images, np.float32)),
+                             ms.Tensor(np.asarray(targets, np.int32)))
+    logits = logits.asnumpy().astype(np.float64)
+    targets = np.where(np.asarray(targets) < 0, logits.argmax(axis=1), targets)
+    return Explanation(maps.asnumpy().astype(np.float32), logits, softmax(logits), targets)
 
 
 @dataclass
@@ -111,11 +124,7 @@ def load_explainer(classifier: Classifier, layer: str | None = None,
     if not path.is_file():
         raise CheckpointError(f"{path}: explain graph named in {sidecar_path(model_file).name} "
                               "not found")
-    try:
-        graph = nn.GraphCell(ms.load(str(path)))
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise CheckpointError(f"{path}: cannot load ({str(exc).strip().splitlines()[0]})") from None
-    return Explainer(graph, *exported, batch=sidecar["input_shape"][0])
+    return Explainer(load_graph(path), *exported, batch=sidecar["input_shape"][0])
 
 
 def display_images(inputs: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

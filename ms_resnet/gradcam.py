@@ -224,20 +224,6 @@ class Explanation:
     targets: np.ndarray
 
 
-def run_explainer(explainer, images: np.ndarray, targets: Sequence[int] | None = None
-                  ) -> Explanation:
-    """Run a GradCam cell, or its exported MindIR, on normalised NCHW images."""
-    if targets is None:
-        targets = [PREDICTED] * len(images)
-    logits, maps = explainer(ms.Tensor(np.ascontiguousarray(images, np.float32)),
-                             ms.Tensor(np.asarray(targets, np.int32)))
-    logits = logits.asnumpy().astype(np.float64)
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-    targets = np.where(np.asarray(targets) < 0, logits.argmax(axis=1), targets)
-    return Explanation(maps.asnumpy().astype(np.float32), logits, probabilities, targets)
-
-
 def dilate(masks: np.ndarray, pixels: int) -> np.ndarray:
     """Boolean N x H x W masks grown by `pixels` in every direction (a square neighbourhood)."""
     grown = masks.copy()

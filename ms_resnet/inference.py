@@ -98,10 +98,7 @@ def from_mindir(path: Path, device_target: str | None = None) -> Classifier:
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{meta_path}: not a sidecar written by export.py (bad or missing "
                               f"{exc})") from None
-    try:
-        graph = nn.GraphCell(ms.load(str(path)))
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise CheckpointError(f"{path}: cannot load ({str(exc).strip().splitlines()[0]})") from None
+    graph = load_graph(path)
     mismatch = (f"{path}: does not take the {channels}x{size}x{size} input that "
                 f"{meta_path.name} describes; the two files come from different exports "
                 "(re-export, or put the matching .json beside it)")
@@ -115,6 +112,14 @@ def from_mindir(path: Path, device_target: str | None = None) -> Classifier:
     return Classifier(graph, meta["dataset"], classes, channels, size, mean, std, str(path),
                       folder=folder, title=str(meta.get("title", meta["dataset"])),
                       eval_crop=eval_crop)
+
+
+def load_graph(path: Path) -> nn.GraphCell:
+    """A MindIR file as a callable graph; a file MindSpore cannot load is one CheckpointError."""
+    try:
+        return nn.GraphCell(ms.load(str(path)))
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise CheckpointError(f"{path}: cannot load ({str(exc).strip().splitlines()[0]})") from None
 
 
 class _FirstCallChecked:

@@ -138,7 +138,7 @@ def _draw(ax, image: np.ndarray, heat: np.ndarray | None = None) -> None:
 
 def explanation_file(image: np.ndarray, heat: np.ndarray, title: str, path: str | Path) -> NewFile:
     """A figure of `image` (H, W[, C] uint8) beside it with its heat map `heat` (H, W, 0..1)
-    overlaid, as a file for `files.write_files` (so that a set of them is written together)."""
+    overlaid, as a file for `files.write_files`."""
     image = _as_tiles(np.asarray(image)[None])[0]
     with matplotlib.rc_context(_font_rc()):
         fig = _new_figure((6.4, 3.6))

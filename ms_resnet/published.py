@@ -183,10 +183,12 @@ def load_into(net, mapped: dict[str, np.ndarray], path: Path, model: str,
     return skipped
 
 
-def load_published(net, path: Path, model: str) -> list[str]:
+def load_published(net, path: Path, model: str,
+                   weights: dict[str, np.ndarray] | None = None) -> list[str]:
     """--pretrained with published weights: load what fits `net` (a `model` network), return the
-    re-initialised parameters (the classifier for another class count, ...)."""
-    weights = read_weights(path)
+    re-initialised parameters (the classifier for another class count, ...). `weights`: the
+    file's tensors when the caller has read them already."""
+    weights = read_weights(path) if weights is None else weights
     layout = source_layout(weights, path)
     found = source_model(weights, path)
     if found != model:
