@@ -11,6 +11,7 @@ from mindspore import nn
 from ms_resnet.config import Config, build_config
 from ms_resnet.errors import CheckpointError, UserError
 from ms_resnet.files import read_yaml
+from ms_resnet.network import classifier_names
 
 
 def config_for_checkpoint(ckpt: Path, config_path: str | None,
@@ -147,10 +148,9 @@ def load_pretrained(net: nn.Cell, ckpt: Path, model: str) -> list[str]:
 def freeze_backbone(net: nn.Cell) -> list[str]:
     """Leave only the classifier (the network's last Dense layer) trainable; return its
     parameter names."""
-    dense = [cell for _, cell in net.cells_and_names() if isinstance(cell, nn.Dense)]
-    if not dense:
+    head = classifier_names(net)
+    if not head:
         raise CheckpointError("freeze_backbone: the network has no Dense classifier layer")
-    head = {param.name for param in dense[-1].get_parameters()}
     for param in net.trainable_params():
         param.requires_grad = param.name in head
     return sorted(head)

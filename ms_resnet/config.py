@@ -57,7 +57,8 @@ class Config:
     mode: str = _field("graph", "MindSpore execution mode", ["graph", "pynative"])
     seed: int = _field(42, "random seed: the same seed gives the same metrics", low=0,
                        high=2**32 - 1)
-    num_parallel_workers: int = _field(2, "dataset map workers", low=1)
+    num_parallel_workers: int = _field(2, "dataset map workers (at most one per CPU is used)",
+                                       low=1)
     distribute: bool = _field(False, "data-parallel training under msrun "
                               "(see scripts/run_distribute_train.sh)")
     device_id: int | None = _field(None, "device number on this machine (default: $DEVICE_ID, "
@@ -144,6 +145,12 @@ class Config:
         "another shape (classifier, stem) are re-initialised")
     freeze_backbone: bool = _field(False, "with pretrained: train the classifier (last Dense "
                                    "layer) only")
+    freeze_epochs: float = _field(0.0, "with pretrained: train only the classifier for this "
+                                  "many epochs first (the backbone's learning rate is 0), then "
+                                  "everything", low=0.0)
+    backbone_lr: float = _field(1.0, "learning rate of every layer but the classifier, as a "
+                                "fraction of lr (fine-tuning: e.g. 0.1); 1 = the same", low=0.0,
+                                high=1.0, low_open=True)
     # optimizer
     optimizer: str = _field("momentum", "optimizer", ["momentum", "adam"])
     lr: float = _field(0.1, "peak learning rate", low=0.0, low_open=True)
@@ -382,9 +389,14 @@ def _check_dataset_keys(config: Config, source: Any) -> None:
     """Keys of the folder dataset, and fine-tuning keys, that must fit together."""
     from ms_resnet.data import get_dataset_info
 
-    if config.freeze_backbone and not config.pretrained:
-        raise ConfigError(f"{source('freeze_backbone')}: freeze_backbone needs pretrained: "
-                          "a checkpoint to take the backbone from")
+    for key in ("freeze_backbone", "freeze_epochs"):
+        if getattr(config, key) and not config.pretrained:
+            raise ConfigError(f"{source(key)}: {key} needs pretrained: a checkpoint to take "
+                              "the backbone from")
+    if config.freeze_epochs >= config.epochs:
+        raise ConfigError(f"{source('freeze_epochs')}: freeze_epochs: {config.freeze_epochs} "
+                          f"leaves no epoch of the {config.epochs} to train the backbone; "
+                          "expected fewer than epochs (or freeze_backbone: true)")
     if config.dataset != "folder":
         info = get_dataset_info(config.dataset)
         own = {"in_channels": info.channels, "image_size": info.image_size,

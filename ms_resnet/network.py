@@ -26,6 +26,13 @@ def build_network(config: Config) -> nn.Cell:
                         image_size=info.image_size, **kwargs)
 
 
+def classifier_names(net: nn.Cell) -> set[str]:
+    """Names of the classifier's parameters: the network's last Dense layer (a new head when
+    fine-tuning); empty if it has none."""
+    dense = [cell for _, cell in net.cells_and_names() if isinstance(cell, nn.Dense)]
+    return {param.name for param in dense[-1].get_parameters()} if dense else set()
+
+
 def inference_network(net: nn.Cell, config: Config) -> nn.Cell:
     """The network as it is evaluated and exported: under `eval_flip`, flip-averaged."""
     return FlipAverage(net) if config.eval_flip else net

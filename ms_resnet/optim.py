@@ -6,6 +6,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from ms_resnet.config import Config
+from ms_resnet.network import classifier_names
 
 
 def lr_per_step(schedule: str, lr: float, epochs: int, steps_per_epoch: int,
@@ -52,10 +53,22 @@ def create_optimizer(net: nn.Cell, config: Config, steps_per_epoch: int,
     lr = Tensor(lr_per_step(config.lr_schedule, peak, config.epochs, steps_per_epoch,
                             config.warmup_epochs))
     params = net.trainable_params()
-    decayed = [p for p in params if p.ndim > 1]
-    others = [p for p in params if p.ndim <= 1]
-    groups = [{"params": decayed, "weight_decay": config.weight_decay},
-              {"params": others, "weight_decay": 0.0}]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    if config.backbone_lr != 1 or config.freeze_epochs:
+        # Fine-tuning: the backbone follows the same schedule, scaled, and stands still (lr 0)
+        # while only the new classifier trains.
+        backbone_lr = lr.asnumpy() * np.float32(config.backbone_lr)
+        backbone_lr[:round(config.freeze_epochs * steps_per_epoch)] = 0
+        head = classifier_names(net)
+        split = []
+        for group in groups:
+            in_head = [p for p in group["params"] if p.name in head]
+            in_backbone = [p for p in group["params"] if p.name not in head]
+            split += [{**group, "params": in_head}] if in_head else []
+            split += ([{**group, "params": in_backbone, "lr": Tensor(backbone_lr)}]
+                      if in_backbone else [])
+        groups = split
     # A fixed loss scale multiplies the gradients without a cell that divides it out again
     # (FixedLossScaleManager(drop_overflow_update=False)): the optimizer does, as in ModelZoo.
     loss_scale = config.loss_scale_value if config.loss_scale == "fixed" else 1.0

@@ -18,17 +18,18 @@ FOLDER_KEYS = {"in_channels", "image_size", "val_split", "augmentation", "eval_c
 
 def test_every_dataset_has_a_config_and_every_config_loads() -> None:
     names = {p.stem for p in CONFIGS}
-    assert set(DATASETS) | {"own_images", "imagenet_resnet50"} <= names
+    assert set(DATASETS) | {"own_images", "imagenet_resnet50", "finetune"} <= names
     assert {"cifar10_resnet50", "mnist_tutorial"} <= names
     for path in CONFIGS:
         config = build_config(path)
         assert config.ckpt_dir == str(Path("ckpt") / path.stem)
         assert config.model in list_models()
         # Every key is written out, so a config file documents the whole recipe (the folder
-        # dataset's keys only in folder configs; a run's starting checkpoint is not a recipe;
+        # dataset's keys only in folder configs; fine-tuning keys only in fine-tuning recipes;
         # stem_pool_padding only where a converted MindCV model needs it).
         optional = {"data_dir", "num_samples", "eval_num_samples", "shortcut", "warmup_epochs",
                     "ckpt_dir", "distribute", "pretrained", "freeze_backbone", "classes",
+                    "freeze_epochs", "backbone_lr",
                     "mean", "std", "device_id", "stem_pool_padding"}
         if config.dataset != "folder":
             optional |= FOLDER_KEYS

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ms_resnet.optim import lr_per_step
-from tests.conftest import run_command
+from tests.conftest import ROOT, run_command
 
 
 def test_training_beats_chance_by_far(mnist_run: dict) -> None:
@@ -92,6 +92,61 @@ def test_every_config_trains_one_epoch(config: str, fake_data: dict[str, Path],
     assert metrics["config"]["dataset"] == config.split("_resnet")[0].replace("_tutorial", "")
     assert len(metrics["epochs"]) == 1 and (tmp_path / "best.ckpt").is_file()
     assert (tmp_path / "best_explain.mindir").is_file() == (config in EXPORTED)
+
+
+def _trained_steps(steps: int, **fine_tuning) -> tuple[dict, list[dict]]:
+    """fast_resnet8's trainable weights at the start, and after each of `steps` SGD steps on one
+    fixed batch (constant lr, 2 steps per epoch)."""
+    import mindspore as ms
+    from mindspore import nn
+
+    from ms_resnet.config import build_config
+    from ms_resnet.network import build_network
+    from ms_resnet.optim import create_optimizer
+
+    config = build_config(ROOT / "configs" / "mnist.yaml", {
+        "model": "fast_resnet8", "lr_schedule": "constant", "lr": 0.05,
+        "pretrained": "a.ckpt" if fine_tuning.get("freeze_epochs") else None, **fine_tuning})
+    ms.set_seed(0)
+    net = build_network(config)
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()),
+                               create_optimizer(net, config, steps_per_epoch=2))
+    rng = np.random.default_rng(0)
+    images = ms.Tensor(rng.standard_normal((8, 1, 28, 28)).astype(np.float32))
+    labels = ms.Tensor(rng.integers(0, 10, 8).astype(np.int32))
+
+    def weights() -> dict:
+        return {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+
+    start, after = weights(), []
+    for _ in range(steps):
+        step(images, labels)
+        after.append(weights())
+    return start, after
+
+
+def test_backbone_lr_and_freeze_epochs_move_only_the_backbone_slower() -> None:
+    """Fine-tuning: backbone_lr scales the backbone's step (not the classifier's); freeze_epochs
+    keeps the backbone still for its epochs, then trains it."""
+    start, (same,) = _trained_steps(1)
+    scaled_start, (scaled,) = _trained_steps(1, backbone_lr=0.25)
+    frozen_start, frozen = _trained_steps(3, freeze_epochs=1)
+    for name, value in start.items():  # the same initial weights
+        assert (scaled_start[name] == value).all() and (frozen_start[name] == value).all(), name
+    head = {"fc.weight", "fc.bias"}
+    assert head < set(start)
+    for name, value in start.items():
+        full_step, scaled_step = same[name] - value, scaled[name] - value
+        assert np.abs(full_step).max() > 0, name
+        if name in head:
+            np.testing.assert_allclose(scaled_step, full_step, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(frozen[0][name], same[name], rtol=1e-6)
+        else:
+            # The first SGD step is lr x gradient: a quarter here (to float32 rounding of w).
+            np.testing.assert_allclose(scaled_step, 0.25 * full_step, rtol=1e-3, atol=1e-7)
+            # Epoch 1 (steps 1-2) leaves the backbone as it was; step 3 (epoch 2) moves it.
+            assert (frozen[1][name] == value).all(), name
+            assert (frozen[2][name] != value).any(), name
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "multistep", "onecycle"])

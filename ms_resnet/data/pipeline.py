@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mindspore as ms
@@ -85,6 +86,8 @@ def create_dataset(dataset: str, split: str, batch_size: int, *,
     `random_erasing` is the probability of erasing a rectangle of a training image.
     """
     train = split == "train" if train is None else train
+    # MindSpore refuses more workers than CPUs: a config written for a bigger machine still runs.
+    num_parallel_workers = min(num_parallel_workers, os.cpu_count() or 1)
     if dataset == FOLDER:
         if folder is None:
             raise ValueError("dataset 'folder' needs its FolderSpec")
