@@ -33,11 +33,12 @@ from specs import cpu_name
 
 
 def ways(epochs: int, backbone_lr: float) -> dict[str, list[str]]:
-    freeze = ["--freeze_epochs", str(max(1, epochs // 3))]
-    scaled = ["--backbone_lr", str(backbone_lr)]
-    return {"scratch": [], "all": [], "backbone_lr": scaled, "freeze_then_all": freeze,
-            "freeze_then_backbone_lr": freeze + scaled,
-            "linear_probe": ["--freeze_backbone", "true"]}
+    # Every option is given, so the recipe's own values do not leak into another way.
+    freeze, none = ["--freeze_epochs", str(max(1, epochs // 3))], ["--freeze_epochs", "0"]
+    scaled, full = ["--backbone_lr", str(backbone_lr)], ["--backbone_lr", "1"]
+    return {"scratch": none + full, "all": none + full, "backbone_lr": none + scaled,
+            "freeze_then_all": freeze + full, "freeze_then_backbone_lr": freeze + scaled,
+            "linear_probe": [*none, *full, "--freeze_backbone", "true"]}
 
 
 def main() -> None:

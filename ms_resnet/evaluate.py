@@ -71,7 +71,8 @@ def build_parser() -> CommandParser:
     parser.add_argument("--config", help="YAML config for --ckpt "
                         "(default: config.yaml beside the checkpoint)")
     parser.add_argument("--data_dir", help="dataset folder (default: as in training, else "
-                        "$MS_RESNET_DATA/<dataset>, else ./data/<dataset>)")
+                        "$MS_RESNET_DATA/<dataset>, else ./data/<dataset>); for a folder "
+                        "model, test/ or val/ alone will do")
     parser.add_argument("--num_samples", type=number_option(int, 1),
                         help="evaluate only the first N test images")
     parser.add_argument("--batch_size", type=number_option(int, 1), default=256,
@@ -114,8 +115,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = summarize(logits, labels, classifier.classes)
     print(f"{classifier.source}: {results['num_samples']} test images of {classifier.title}: "
           f"test loss {results['loss']:.4f}, test accuracy {results['accuracy']:.2%}")
-    for name, accuracy in results["per_class_accuracy"].items():
-        print(f"  {name:>14s}: {'n/a' if accuracy is None else f'{accuracy:.2%}'}")
+    per_class = results["per_class_accuracy"]
+    untested = [name for name, accuracy in per_class.items() if accuracy is None]
+    for name, accuracy in per_class.items():
+        # A subset of many classes (ImageNet's 1,000): only the classes that were tested.
+        if accuracy is not None or len(untested) <= 10:
+            print(f"  {name:>14s}: {'n/a' if accuracy is None else f'{accuracy:.2%}'}")
+    if len(untested) > 10:
+        print(f"  ({len(untested)} of the {len(per_class)} classes have no test images)")
     if args.json:
         write_json(Path(args.json), results)
     if not (args.predict or args.plots):

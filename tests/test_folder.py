@@ -89,6 +89,33 @@ def test_eval_ckpt_and_mindir_agree_with_training_and_name_the_classes(folder_ru
         pytest.approx(best, abs=1e-9)
 
 
+def test_a_model_is_evaluated_on_a_test_folder_alone(folder_run: dict, tmp_path: Path) -> None:
+    """No train/ (e.g. ImageNet's val/ for a converted model): the model's classes are known,
+    so test/ alone is evaluated, its folders named after the classes or one per class under
+    other names (ImageNet's WordNet IDs), in sorted order."""
+    from ms_resnet.evaluate import main
+
+    run_dir, best = folder_run["dir"], folder_run["metrics"]["best_accuracy"]
+    renamed = {"one": "n01", "seven": "n02", "zero": "n03"}  # sorted as the classes are
+    for name in DIGIT_FOLDERS:
+        shutil.copytree(folder_run["data"] / "test" / name, tmp_path / "named" / "test" / name)
+        shutil.copytree(folder_run["data"] / "test" / name,
+                        tmp_path / "ids" / "val" / renamed[name])
+    for folder, model in (("named", "best.ckpt"), ("ids", "best.mindir")):
+        option = "--ckpt" if model.endswith(".ckpt") else "--mindir"
+        result = run_command("eval.py", option, str(run_dir / model), "--data_dir",
+                             str(tmp_path / folder), "--json", str(tmp_path / f"{folder}.json"))
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert json.loads((tmp_path / f"{folder}.json").read_text())["accuracy"] == \
+            pytest.approx(best, abs=1e-9)
+    assert "the 3 folders are not named after the model's classes; sorted, they are taken " \
+        "as its classes in order (n01 = one)" in result.stdout
+    shutil.rmtree(tmp_path / "ids" / "val" / "n03")
+    with pytest.raises(DataError, match=r"val/n01: 'n01' is not one of the model's 3 classes "
+                                        r"\(one, seven, zero\); name the folders after them"):
+        main(["--mindir", str(run_dir / "best.mindir"), "--data_dir", str(tmp_path / "ids")])
+
+
 def test_predict_prints_the_folder_names(folder_run: dict) -> None:
     images = sorted((folder_run["data"] / "test" / "seven").iterdir())[:3]
     result = run_command("-m", "ms_resnet", "predict", "--mindir",

@@ -24,7 +24,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +86,8 @@ class FolderLayout:
     train: list[Path] = field(default_factory=list)
     eval_dir: Path | None = None
     eval_files: list[Path] = field(default_factory=list)
+    # The class index of each folder, when the folders are not named after the classes.
+    indexing: dict[str, int] | None = None
 
 
 def crop_padding(image_size: int) -> int:
@@ -133,11 +135,15 @@ def _class_files(split_dir: Path) -> dict[str, list[Path]]:
     return classes
 
 
-def scan_folder(root: Path) -> FolderLayout:
-    """Check DIR/train/<class>/ (and test/ or val/) and list the image files."""
+def scan_folder(root: Path, classes: Sequence[str] | None = None) -> FolderLayout:
+    """Check DIR/train/<class>/ (and test/ or val/) and list the image files. To evaluate a
+    model that knows its `classes`, test/ or val/ alone will do."""
     if not root.is_dir():
         raise DataError(f"--data_dir {root}: folder not found (expected {root}/train/<class>/)")
     train_dir = root / "train"
+    eval_dir = next((root / n for n in EVAL_FOLDERS if (root / n).is_dir()), None)
+    if not train_dir.is_dir() and classes is not None and eval_dir is not None:
+        return _evaluation_layout(root, eval_dir, tuple(classes))
     if not train_dir.is_dir():
         loose = [p.name for p in sorted(root.iterdir()) if _is_image(p) and p.is_file()]
         what = f"it holds images ({loose[0]}, ...) directly" if loose else "no train/ folder"
@@ -149,7 +155,6 @@ def scan_folder(root: Path) -> FolderLayout:
         raise DataError(f"{train_dir}: {found}; a classifier needs at least 2 class folders")
     classes = tuple(train)
     layout = FolderLayout(root, classes, [f for files in train.values() for f in files])
-    eval_dir = next((root / n for n in EVAL_FOLDERS if (root / n).is_dir()), None)
     if eval_dir is not None:
         evaluated = _class_files(eval_dir)
         unknown = [name for name in evaluated if name not in train]
@@ -159,6 +164,30 @@ def scan_folder(root: Path) -> FolderLayout:
         layout.eval_dir = eval_dir
         layout.eval_files = [f for name in classes for f in evaluated.get(name, [])]
     return layout
+
+
+def _evaluation_layout(root: Path, eval_dir: Path, classes: tuple[str, ...]) -> FolderLayout:
+    """test/ or val/ without train/, for a model with these classes: folders named after (some
+    of) them, or one folder per class under other names, taken in sorted order (ImageNet's
+    val/<WordNet ID>/ for a converted 1,000-class model)."""
+    evaluated = _class_files(eval_dir)
+    unknown = [name for name in evaluated if name not in classes]
+    if not unknown:
+        indexing = {name: classes.index(name) for name in evaluated}
+    elif len(evaluated) == len(classes):
+        indexing = {name: index for index, name in enumerate(evaluated)}
+        print(f"note: {eval_dir}: the {len(classes)} folders are not named after the model's "
+              f"classes; sorted, they are taken as its classes in order ({unknown[0]} = "
+              f"{classes[indexing[unknown[0]]]})", flush=True)
+    else:
+        raise DataError(
+            f"{eval_dir / unknown[0]}: '{unknown[0]}' is not one of the model's {len(classes)} "
+            f"classes ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); name "
+            f"the folders after them, or give exactly one folder per class ({len(classes)}), "
+            "which are taken in sorted order")
+    # In the folders' sorted order, the order in which MindSpore's reader lists them.
+    files = [f for name in evaluated for f in evaluated[name]]
+    return FolderLayout(root, classes, eval_dir=eval_dir, eval_files=files, indexing=indexing)
 
 
 def cache_dir(root: Path) -> Path:
@@ -408,7 +437,8 @@ def folder_reader(layout: FolderLayout, split: str, spec: FolderSpec, shuffle: b
         indices = indices[shard_id::num_shards]
     sampler = ds.SubsetRandomSampler(indices) if shuffle else ds.SubsetSampler(indices)
     return ds.ImageFolderDataset(str(folder), decode=False, extensions=list(EXTENSIONS),
-                                 class_indexing={name: i for i, name in enumerate(spec.classes)},
+                                 class_indexing=layout.indexing or {
+                                     name: i for i, name in enumerate(spec.classes)},
                                  sampler=sampler, num_parallel_workers=workers)
 
 

@@ -91,7 +91,8 @@ def create_dataset(dataset: str, split: str, batch_size: int, *,
     if dataset == FOLDER:
         if folder is None:
             raise ValueError("dataset 'folder' needs its FolderSpec")
-        layout = scan_folder(resolve_data_dir(dataset, data_dir))
+        # Evaluation: the model's classes are known, so test/ or val/ alone will do.
+        layout = scan_folder(resolve_data_dir(dataset, data_dir), None if train else folder.classes)
         check_images(layout.root, layout.train + layout.eval_files)
         data = folder_reader(layout, split, folder, train, num_samples, num_shards, shard_id,
                              num_parallel_workers)
