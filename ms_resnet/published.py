@@ -46,10 +46,9 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".ckpt":
-            import mindspore as ms
+            from ms_resnet.checkpoint import load_ckpt
 
-            return {name: value.asnumpy() for name, value in
-                    ms.load_checkpoint(str(path)).items()}
+            return {name: value.asnumpy() for name, value in load_ckpt(path).items()}
         if suffix == ".safetensors":
             try:
                 from safetensors.numpy import load_file
