@@ -12,6 +12,7 @@ from ms_resnet.config import Config, build_config
 from ms_resnet.errors import CheckpointError, UserError
 from ms_resnet.files import read_yaml
 from ms_resnet.network import classifier_names
+from ms_resnet.runtime import load_ckpt
 
 
 def config_for_checkpoint(ckpt: Path, config_path: str | None,
@@ -31,31 +32,6 @@ def config_for_checkpoint(ckpt: Path, config_path: str | None,
 # callbacks.EvalCheckpoint.
 _EXTRA_KEYS = ("epoch", "step", "loss_sum", "accuracy", "best_accuracy", "best_epoch",
                "workers")
-
-
-def _available_memory() -> int | None:
-    """Linux's MemAvailable: free memory plus what the kernel frees on demand (page cache)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def load_ckpt(path: Path, **options) -> dict:
-    """`mindspore.load_checkpoint`, without MindSpore 2.10's false "exceeds current available
-    memory": it compares a .ckpt's size with the *free* memory (os.sysconf SC_AVPHYS_PAGES),
-    which leaves out the page cache. After a dataset has been read, a 241-MB resnet152
-    checkpoint was refused with 230 MB free and 22 GB available. Its check is given
-    MemAvailable instead, where Linux reports it."""
-    from mindspore.train import serialization
-
-    if hasattr(serialization, "_get_available_memory") and _available_memory() is not None:
-        serialization._get_available_memory = _available_memory
-    return ms.load_checkpoint(str(path), **options)
 
 
 def _extras(saved: dict) -> dict:

@@ -46,7 +46,7 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".ckpt":
-            from ms_resnet.checkpoint import load_ckpt
+            from ms_resnet.runtime import load_ckpt
 
             return {name: value.asnumpy() for name, value in load_ckpt(path).items()}
         if suffix == ".safetensors":
