@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ms_resnet.config import CommandParser, Config, build_config, number_option
-from ms_resnet.errors import CheckpointError
+from ms_resnet.errors import CheckpointError, UserError
 from ms_resnet.published import load_into, read_weights, source_layout, source_model, to_ms_resnet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,8 +45,13 @@ def build_parser() -> CommandParser:
                         "PyTorch) or .safetensors (torchvision, timm); or a published name, "
                         "downloaded once and hash-checked: torchvision:resnet50, "
                         "mindcv:resnet50, timm:resnet50.a1_in1k, ... (docs/own_images.md), or "
-                        "a URL")
-    parser.add_argument("--out", required=True, help="output folder")
+                        "a URL; with --to, an ms_resnet checkpoint or run folder")
+    parser.add_argument("--out", required=True, help="output folder (with --to: a .pth or "
+                        ".safetensors file)")
+    parser.add_argument("--to", choices=["torchvision"],
+                        help="the other way: SOURCE is an ms_resnet resnet18-152 checkpoint or "
+                        "run folder, written as a torchvision state dict (torchvision.models."
+                        "resnetN(num_classes=...).load_state_dict)")
     parser.add_argument("--model", help="resnet18, 34, 50, 101 or 152 (default: read from the "
                         "file; given, it must match)")
     parser.add_argument("--image_size", type=number_option(int, 65), default=224,
@@ -93,8 +98,61 @@ def convert(source: Path, out: Path, model: str | None = None, image_size: int =
     return ckpt
 
 
+def to_torchvision_file(source: Path, out: Path) -> Path:
+    """Write an ms_resnet resnet18-152 checkpoint (or a run folder's best.ckpt) as a torchvision
+    state dict: .safetensors (needs only `safetensors`) or .pth (needs PyTorch)."""
+    import os
+
+    import numpy as np
+
+    from ms_resnet.checkpoint import config_for_checkpoint
+    from ms_resnet.dataspec import dataset_info
+    from ms_resnet.models import IMAGENET_RESNETS
+    from ms_resnet.published import to_torchvision
+    from ms_resnet.runtime import load_ckpt
+
+    ckpt = source / "best.ckpt" if source.is_dir() else source
+    if out.suffix.lower() not in (".pth", ".safetensors"):
+        raise UserError(f"--out {out}: expected a .pth or .safetensors file name")
+    config = config_for_checkpoint(ckpt, None)
+    if config.model not in IMAGENET_RESNETS:
+        raise UserError(f"{ckpt}: a {config.model}; torchvision has {', '.join(IMAGENET_RESNETS)} "
+                        "only")
+    channels = dataset_info(config).channels
+    if config.stem_pool_padding != "symmetric" or channels != 3:
+        raise UserError(f"{ckpt}: {config.model} with {channels} input channel(s) and "
+                        f"stem_pool_padding {config.stem_pool_padding}; torchvision's takes 3 "
+                        "and pads its stem pool symmetrically: refusing a conversion that would "
+                        "change the outputs")
+    state = to_torchvision({name: value.asnumpy() for name, value in load_ckpt(ckpt).items()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    if out.suffix.lower() == ".safetensors":
+        from safetensors.numpy import save_file
+
+        save_file({name: np.ascontiguousarray(value) for name, value in state.items()},
+                  str(partial))
+    else:
+        try:
+            import torch
+        except ImportError:
+            raise UserError(f"--out {out}: writing a .pth file needs PyTorch (pip install "
+                            "torch); a .safetensors file needs only `pip install safetensors`"
+                            ) from None
+        torch.save({name: torch.from_numpy(np.array(value)) for name, value in state.items()},
+                   partial)
+    os.replace(partial, out)
+    classes = state["fc.weight"].shape[0]
+    print(f"{ckpt}: {config.model} -> {out} (torchvision.models.{config.model}"
+          f"(num_classes={classes}).load_state_dict)")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.to:
+        to_torchvision_file(Path(args.source), Path(args.out))
+        return
     from ms_resnet.weights import is_named, resolve
 
     source = resolve(args.source) if is_named(args.source) else Path(args.source)

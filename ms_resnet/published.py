@@ -151,6 +151,31 @@ def to_ms_resnet(weights: dict[str, np.ndarray], layout: str) -> dict[str, np.nd
     return mapped
 
 
+def to_torchvision(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """ms_resnet's resnet18-152 tensors under torchvision's names (the inverse of
+    `ms_resnet_name`), with BatchNorm's num_batches_tracked, which torchvision's strict
+    load_state_dict expects. Entries that are not the network's (a checkpoint's epoch, ...) are
+    left out."""
+    layer_of = {index: layer for layer, index in _BRANCH.items()}
+    torch_leaf = {ours: theirs for theirs, ours in _TORCH_BN.items()}
+    state = {}
+    for name, value in weights.items():
+        *module, leaf = name.split(".")
+        if module in (["stem", "0"], ["stem", "1"], ["fc"]):
+            target = {"stem.0": "conv1", "stem.1": "bn1", "fc": "fc"}[".".join(module)]
+        elif len(module) == 5 and module[0] == "layers" and module[3] in ("branch", "shortcut"):
+            _, stage, block, kind, index = module
+            target = f"layer{int(stage) + 1}.{block}." + (
+                layer_of[int(index)] if kind == "branch" else f"downsample.{index}")
+        else:
+            continue
+        if leaf in torch_leaf:
+            leaf = torch_leaf[leaf]
+            state[f"{target}.num_batches_tracked"] = np.zeros((), np.int64)
+        state[f"{target}.{leaf}"] = value
+    return state
+
+
 def load_into(net, mapped: dict[str, np.ndarray], path: Path, model: str,
               reinitialise: bool = False) -> list[str]:
     """Load the mapped tensors into `net` (every parameter must be there; with `reinitialise`,

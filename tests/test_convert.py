@@ -144,6 +144,42 @@ def test_a_converted_safetensors_file_serves_predict_and_xihe_pack(
     assert (tmp_path / "xihe" / "model" / "best_explain.mindir").is_file()
 
 
+def test_a_converted_model_goes_back_to_torchvision(tmp_path: Path, mnist_run: dict,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """--to torchvision: the round trip gives back every tensor of the torchvision state dict,
+    which the torchvision twin loads strictly and runs to the same logits; what torchvision has
+    no twin of is refused with one line."""
+    need_torch()
+    import torch
+    from safetensors.numpy import load_file
+
+    from ms_resnet.cli import run
+    from tests.torchvision_twin import ResNet
+
+    state, reference = torchvision_state(18)
+    torch.save(state, tmp_path / "resnet18.pth")
+    convert(tmp_path / "resnet18.pth", tmp_path / "model", image_size=SIZE, parity_samples=0)
+    for suffix in (".safetensors", ".pth"):
+        back = tmp_path / f"back{suffix}"
+        assert run("convert", [str(tmp_path / "model"), "--to", "torchvision", "--out",
+                               str(back)]) == 0
+        tensors = (load_file(str(back)) if suffix == ".safetensors" else
+                   {k: v.numpy() for k, v in torch.load(back, weights_only=True).items()})
+        assert sorted(tensors) == sorted(state)
+        for name, value in state.items():
+            np.testing.assert_array_equal(tensors[name], value.numpy(), err_msg=name)
+    net = ResNet(18)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=True)
+    with torch.no_grad():
+        np.testing.assert_array_equal(net.eval()(torch.from_numpy(images())).numpy(), reference)
+    capsys.readouterr()
+    assert run("convert", [str(mnist_run["dir"]), "--to", "torchvision", "--out",
+                           str(tmp_path / "r20.pth")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "best.ckpt: a resnet20; torchvision has resnet18, resnet34, resnet50, resnet101, "
+        "resnet152 only")
+
+
 def test_a_checkpoint_larger_than_the_free_memory_loads(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """MindSpore 2.10 refuses a .ckpt larger than the free memory (SC_AVPHYS_PAGES), the page
