@@ -101,12 +101,11 @@ def convert(source: Path, out: Path, model: str | None = None, image_size: int =
 def to_torchvision_file(source: Path, out: Path) -> Path:
     """Write an ms_resnet resnet18-152 checkpoint (or a run folder's best.ckpt) as a torchvision
     state dict: .safetensors (needs only `safetensors`) or .pth (needs PyTorch)."""
-    import os
-
     import numpy as np
 
     from ms_resnet.checkpoint import config_for_checkpoint
     from ms_resnet.dataspec import dataset_info
+    from ms_resnet.files import NewFile, write_files
     from ms_resnet.models import IMAGENET_RESNETS
     from ms_resnet.published import to_torchvision
     from ms_resnet.runtime import load_ckpt
@@ -125,13 +124,12 @@ def to_torchvision_file(source: Path, out: Path) -> Path:
                         "and pads its stem pool symmetrically: refusing a conversion that would "
                         "change the outputs")
     state = to_torchvision({name: value.asnumpy() for name, value in load_ckpt(ckpt).items()})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
     if out.suffix.lower() == ".safetensors":
         from safetensors.numpy import save_file
 
-        save_file({name: np.ascontiguousarray(value) for name, value in state.items()},
-                  str(partial))
+        def write(tmp: Path) -> None:
+            save_file({name: np.ascontiguousarray(value) for name, value in state.items()},
+                      str(tmp))
     else:
         try:
             import torch
@@ -139,9 +137,12 @@ def to_torchvision_file(source: Path, out: Path) -> Path:
             raise UserError(f"--out {out}: writing a .pth file needs PyTorch (pip install "
                             "torch); a .safetensors file needs only `pip install safetensors`"
                             ) from None
-        torch.save({name: torch.from_numpy(np.array(value)) for name, value in state.items()},
-                   partial)
-    os.replace(partial, out)
+
+        def write(tmp: Path) -> None:
+            torch.save({name: torch.from_numpy(np.array(value)) for name, value in state.items()},
+                       tmp)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_files([NewFile(out, write, sum(value.nbytes for value in state.values()))])
     classes = state["fc.weight"].shape[0]
     print(f"{ckpt}: {config.model} -> {out} (torchvision.models.{config.model}"
           f"(num_classes={classes}).load_state_dict)")
