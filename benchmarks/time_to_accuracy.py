@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from specs import cpu_name, find_mnist, warn_if_busy
@@ -165,7 +166,7 @@ def planned_epochs(run: str) -> int:
     return int(yaml.safe_load(CONFIGS[run].read_text(encoding="utf-8"))["epochs"])
 
 
-def summarise(metrics: dict, planned: int) -> dict:
+def summarise(metrics: dict, planned: int, thresholds: Sequence[float] = THRESHOLDS) -> dict:
     """Cumulative training time per epoch, time to each threshold, and the extrapolation to
     the planned epochs when the run stopped early."""
     epochs = metrics["epochs"]
@@ -189,7 +190,7 @@ def summarise(metrics: dict, planned: int) -> dict:
             "best_accuracy": max(acc for _, acc in points),
             "eval_seconds": sum(r["eval_seconds"] for r in epochs),
             "thresholds": {thr: next((t for t, acc in points if acc >= thr), None)
-                           for thr in THRESHOLDS}}
+                           for thr in thresholds}}
 
 
 def fmt_time(seconds: float | None, approx: bool = False) -> str:

@@ -25,7 +25,8 @@ from torch.nn import functional as F
 
 DEFAULT_CHECKS = ("resnet20:1x28", "resnet20:3x32", "fast_resnet8:1x28", "fast_resnet14:1x28",
                   "fast_resnet14_wide:1x28", "fullres_resnet14:1x28", "resnet18:3x32",
-                  "tutorial_resnet:1x28", "resnet50:3x32", "resnet18:3x96")
+                  "tutorial_resnet:1x28", "resnet50:3x32", "resnet18:3x96",
+                  "pool_resnet8:3x32")
 
 
 def _init_conv(conv: nn.Conv2d) -> nn.Conv2d:
@@ -118,14 +119,37 @@ class Bottleneck(nn.Module):
         return F.relu(self.branch(x) + self.shortcut(x))
 
 
+class PoolBlock(nn.Module):
+    """conv3x3-maxpool-BN-ReLU, then h + (conv3x3-BN-ReLU)(h), as ms_resnet's PoolBlock."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 2,
+                 shortcut: str = "B", zero_init_residual: bool = False) -> None:
+        super().__init__()
+        down = [conv3x3(in_channels, out_channels)]
+        down += [nn.MaxPool2d(stride, stride)] if stride > 1 else []
+        self.down = nn.Sequential(*down, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+        self.branch = nn.Sequential(conv3x3(out_channels, out_channels),
+                                    _last_bn(out_channels, zero_init_residual), nn.ReLU())
+        self.residual = shortcut != "none"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.down(x)
+        return x + self.branch(x) if self.residual else self.branch(x)
+
+
 class ResNet(nn.Module):
-    """stem -> stages -> global average pool -> Linear, with ms_resnet's attribute names."""
+    """stem -> stages -> global average (or max) pool -> Linear (x logit_scale), with ms_resnet's
+    attribute names."""
 
     def __init__(self, block, layers: Sequence[int], widths: Sequence[int],
                  strides: Sequence[int], stem: nn.Module, stem_channels: int,
                  num_classes: int = 10, shortcut: str = "B",
-                 zero_init_residual: bool = False) -> None:
+                 zero_init_residual: bool = False, global_pool: str = "avg",
+                 logit_scale: float = 1.0) -> None:
         super().__init__()
+        self.global_pool, self.logit_scale = global_pool, logit_scale
         self.in_channels = stem_channels
         self.stem = stem
         self.layers = nn.Sequential(*[
@@ -144,7 +168,8 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(x))
-        return self.fc(x.mean(dim=(2, 3)))
+        x = x.mean(dim=(2, 3)) if self.global_pool == "avg" else x.amax(dim=(2, 3))
+        return self.fc(x) * self.logit_scale
 
 
 def _imagenet_resnet(block, layers, num_classes, in_channels, image_size, **kwargs) -> ResNet:
@@ -184,12 +209,19 @@ def _fullres_resnet14(num_classes, in_channels, **kwargs) -> ResNet:
                   conv_bn_relu(in_channels, 16, 3, 1, 1), 16, num_classes=num_classes, **kwargs)
 
 
+def _pool_resnet8(num_classes, in_channels, **kwargs) -> ResNet:
+    stem = nn.Sequential(nn.Conv2d(in_channels, 8 * in_channels, 2), nn.ReLU(inplace=True))
+    return ResNet(PoolBlock, (1, 1, 1), (64, 256, 256), (2, 2, 2), stem, 8 * in_channels,
+                  num_classes=num_classes, global_pool="max", logit_scale=0.125, **kwargs)
+
+
 _IMAGENET = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6, 3)),
              "resnet50": (Bottleneck, (3, 4, 6, 3)), "resnet101": (Bottleneck, (3, 4, 23, 3)),
              "resnet152": (Bottleneck, (3, 8, 36, 3))}
 _CIFAR = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
 _FAST = {"fast_resnet8": (8, 32), "fast_resnet14": (14, 32), "fast_resnet14_wide": (14, 48)}
-MODEL_NAMES = sorted([*_IMAGENET, *_CIFAR, *_FAST, "fullres_resnet14", "tutorial_resnet"])
+MODEL_NAMES = sorted([*_IMAGENET, *_CIFAR, *_FAST, "fullres_resnet14", "pool_resnet8",
+                      "tutorial_resnet"])
 
 
 def create_torch_model(name: str, num_classes: int = 10, in_channels: int = 3,
@@ -204,6 +236,8 @@ def create_torch_model(name: str, num_classes: int = 10, in_channels: int = 3,
         return _fast_resnet(*_FAST[name], num_classes, in_channels, **kwargs)
     if name == "fullres_resnet14":
         return _fullres_resnet14(num_classes, in_channels, **kwargs)
+    if name == "pool_resnet8":
+        return _pool_resnet8(num_classes, in_channels, **kwargs)
     if name == "tutorial_resnet":
         return _tutorial_resnet(num_classes, in_channels, image_size, **kwargs)
     raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(MODEL_NAMES)}")

@@ -134,6 +134,9 @@ class Config:
         " none = no shortcut at all, a plain network (He et al. 2016's baseline)",
         ["A", "B", "none"])
     zero_init_residual: bool = _field(False, "start each residual branch's last BN gamma at 0")
+    whiten_stem: bool = _field(False, "set the first convolution (a 2x2 conv, as pool_resnet8's) "
+                               "to the whitening of the training images' 2x2 patches and keep "
+                               "its weights frozen (Jordan 2024)")
     stem_pool_padding: str = _field(
         "symmetric", "resnet18-152 above 64 px: how the stem's max-pool pads; symmetric = 1 px "
         "each side (torchvision, timm), same = pad_mode same (MindCV); set by ms-resnet convert",

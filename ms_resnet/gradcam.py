@@ -113,14 +113,15 @@ class _Run(nn.Cell):
 
 
 class _Head(nn.Cell):
-    """The rest of the network after the split: remaining blocks, global average pool, Dense."""
+    """The rest of the network after the split: remaining blocks, the network's global pool
+    (average or max), Dense."""
 
-    def __init__(self, rest: _Run, fc: nn.Cell) -> None:
+    def __init__(self, rest: _Run, pool: nn.Cell, fc: nn.Cell) -> None:
         super().__init__(auto_prefix=False)
-        self.rest, self.fc = rest, fc
+        self.rest, self.pool, self.fc = rest, pool, fc
 
     def construct(self, features):
-        return self.fc(self.rest(features).mean((2, 3)))
+        return self.fc(self.pool(self.rest(features), (2, 3)))
 
 
 class _Score(nn.Cell):
@@ -164,7 +165,7 @@ class GradCam(nn.Cell):
         units = [cell for _, cell in _units(net)]
         split = _split_at(net, self.layer)
         self.body = _Run(units[:split])
-        self.score = _Score(_Head(_Run(units[split:]), net.fc))
+        self.score = _Score(_Head(_Run(units[split:]), net.pool, net.fc))
         # The logits come out beside the score (has_aux), from the same pass: the network's
         # parameters then appear in one differentiated graph only.
         self.score_and_gradients = ms.value_and_grad(self.score, (0, 1) if flip else 0,

@@ -26,14 +26,30 @@ def test_every_dataset_has_a_config_and_every_config_loads() -> None:
         assert config.model in list_models()
         # Every key is written out, so a config file documents the whole recipe (the folder
         # dataset's keys only in folder configs; fine-tuning keys only in fine-tuning recipes;
-        # stem_pool_padding only where a converted MindCV model needs it).
+        # stem_pool_padding only where a converted MindCV model needs it; whiten_stem only where
+        # the model has a 2x2 stem).
         optional = {"data_dir", "num_samples", "eval_num_samples", "shortcut", "warmup_epochs",
                     "ckpt_dir", "distribute", "pretrained", "freeze_backbone", "classes",
-                    "freeze_epochs", "backbone_lr",
+                    "freeze_epochs", "backbone_lr", "whiten_stem",
                     "mean", "std", "device_id", "stem_pool_padding"}
         if config.dataset != "folder":
             optional |= FOLDER_KEYS
         assert set(load_yaml(path)) >= set(FIELDS) - optional
+
+
+DEVICE_KEYS = {"device_target", "num_parallel_workers", "amp_level", "loss_scale",
+               "dataset_sink_mode", "jit_level"}
+
+
+@pytest.mark.parametrize("base", ["cifar10_resnet50", "cifar10_fast"])
+@pytest.mark.parametrize("device", ["gpu", "ascend"])
+def test_device_recipes_change_only_the_device_keys(base: str, device: str) -> None:
+    recipe = load_yaml(ROOT / "configs" / f"{base}.yaml")
+    on_device = load_yaml(ROOT / "configs" / f"{base}_{device}.yaml")
+    assert set(recipe) == set(on_device)
+    changed = {key for key in recipe if recipe[key] != on_device[key]}
+    assert changed == DEVICE_KEYS - {"jit_level"}
+    assert on_device["amp_level"] == "O2" and on_device["loss_scale"] == "fixed"
 
 
 def test_tutorial_config_is_the_tutorial_recipe() -> None:

@@ -9,6 +9,7 @@ from ms_resnet.models import (
     BasicBlock,
     Bottleneck,
     FlipAverage,
+    PoolBlock,
     ZeroPadShortcut,
     create_model,
     list_models,
@@ -17,7 +18,7 @@ from ms_resnet.models import (
 EXPECTED_MODELS = [
     "fast_resnet14", "fast_resnet14_wide", "fast_resnet8", "fullres_resnet14", "resnet101",
     "resnet110", "resnet152", "resnet18", "resnet20", "resnet32", "resnet34", "resnet44",
-    "resnet50", "resnet56", "tutorial_resnet",
+    "pool_resnet8", "resnet50", "resnet56", "tutorial_resnet",
 ]
 DEEP = {"resnet101", "resnet152"}
 
@@ -98,6 +99,9 @@ def test_forward_shape(name, in_channels, size):
         ("fullres_resnet14", {"in_channels": 1}, 401_082),
         # fast_resnet14 x1.5 wide: stem 528, stages 83,328 / 295,872 / 1,181,568, Dense 1,930.
         ("fast_resnet14_wide", {"in_channels": 1}, 1_563_226),
+        # 2x2 stem 288 + 24 bias, stages (conv + BN, twice) 50,944 / 738,304 / 1,180,672,
+        # Dense 2,570.
+        ("pool_resnet8", {}, 1_972_802),
     ],
 )
 def test_parameter_counts(name, kwargs, expected):
@@ -322,3 +326,24 @@ def test_plain_network_trains_in_graph_mode(graph_mode):
 def test_plain_network_refuses_zero_init_residual():
     with pytest.raises(ValueError, match="zero_init_residual needs a shortcut"):
         create_model("resnet20", shortcut="none", zero_init_residual=True)
+
+
+@pytest.mark.parametrize("shortcut", ["B", "none"])
+def test_pool_block_adds_its_branch_to_the_pooled_map(shortcut):
+    block = PoolBlock(8, 16, 2, shortcut)
+    block.set_train(False)
+    x = tensor(2, 8, 9, 9)
+    down = block.down(x)
+    assert down.shape == (2, 16, 4, 4)  # conv at full size, then the 2x2 max-pool
+    expected = block.branch(down) + (down if shortcut == "B" else 0)
+    np.testing.assert_allclose(block(x).asnumpy(), expected.asnumpy(), rtol=1e-6)
+
+
+def test_pool_resnet8_head_is_a_scaled_max_pool():
+    net = create_model("pool_resnet8")
+    net.set_train(False)
+    x = tensor(2, 3, 32, 32)
+    features = net.layers(net.stem(x))
+    assert features.shape == (2, 256, 3, 3)  # 31 after the 2x2 stem, then 15, 7, 3
+    expected = net.fc(features.asnumpy().max(axis=(2, 3))) * 0.125
+    np.testing.assert_allclose(net(x).asnumpy(), expected.asnumpy(), rtol=1e-5, atol=1e-6)

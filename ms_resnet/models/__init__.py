@@ -4,7 +4,14 @@ by name."""
 # The factories register themselves when their modules are imported here.
 from .flip import FlipAverage
 from .registry import create_model, list_models, register_model
-from .resnet import IMAGENET_RESNETS, BasicBlock, Bottleneck, ResNet, ZeroPadShortcut
+from .resnet import (
+    IMAGENET_RESNETS,
+    BasicBlock,
+    Bottleneck,
+    PoolBlock,
+    ResNet,
+    ZeroPadShortcut,
+)
 from .tutorial import tutorial_resnet
 
 __all__ = [
@@ -12,6 +19,7 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "FlipAverage",
+    "PoolBlock",
     "ResNet",
     "ZeroPadShortcut",
     "create_model",

@@ -150,7 +150,37 @@ class Bottleneck(nn.Cell):
         return self.relu(self.branch(x) + self.shortcut(x))
 
 
-Block = Union[type[BasicBlock], type[Bottleneck]]  # not `|`: the project supports Python 3.9
+class PoolBlock(nn.Cell):
+    """conv3x3-maxpool(stride)-BN-ReLU, then conv3x3-BN-ReLU around an identity shortcut.
+
+    The downsampling stage of ResNet-9 (Page 2018) and airbench (Jordan 2024): the first conv runs
+    at full resolution and a max-pool halves it, which trains better per epoch than a strided conv
+    and keeps few, wide layers (MindSpore's CPU convolutions are fastest per FLOP when wide).
+    ``block(x) == h + branch(h)`` with ``h = down(x)``; with ``shortcut="none"`` it is
+    ``branch(h)``, airbench's plain block.
+    """
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 2,
+                 shortcut: str = "B", zero_init_residual: bool = False) -> None:
+        super().__init__()
+        _check_shortcut(shortcut)
+        down = [conv3x3(in_channels, out_channels)]
+        down += [nn.MaxPool2d(stride, stride)] if stride > 1 else []
+        self.down = nn.SequentialCell(down + [nn.BatchNorm2d(out_channels), nn.ReLU()])
+        self.branch = nn.SequentialCell([conv3x3(out_channels, out_channels),
+                                         _last_bn(out_channels, zero_init_residual), nn.ReLU()])
+        self.shortcut = None if shortcut == "none" else nn.Identity()
+
+    def construct(self, x: Tensor) -> Tensor:
+        x = self.down(x)
+        if self.shortcut is None:
+            return self.branch(x)
+        return self.shortcut(x) + self.branch(x)
+
+
+Block = Union[type[BasicBlock], type[Bottleneck], type[PoolBlock]]  # not `|`: Python 3.9
 
 
 class ResNet(nn.Cell):
@@ -163,8 +193,11 @@ class ResNet(nn.Cell):
     def __init__(self, block: Block, layers: Sequence[int], widths: Sequence[int],
                  strides: Sequence[int], stem: nn.Cell, stem_channels: int,
                  num_classes: int = 10, shortcut: str = "B",
-                 zero_init_residual: bool = False) -> None:
+                 zero_init_residual: bool = False, global_pool: str = "avg",
+                 logit_scale: float = 1.0) -> None:
         super().__init__()
+        if global_pool not in ("avg", "max"):
+            raise ValueError(f"global_pool must be 'avg' or 'max', got {global_pool!r}")
         _check_shortcut(shortcut)
         if shortcut == "none" and zero_init_residual:
             # A zero last-BN gamma would make every plain block output zero.
@@ -178,10 +211,11 @@ class ResNet(nn.Cell):
             self._make_layer(block, w, n, s, shortcut, zero_init_residual)
             for n, w, s in zip(layers, widths, strides)
         ])
-        self.pool = ops.ReduceMean(keep_dims=False)
+        self.pool = ops.ReduceMean() if global_pool == "avg" else ops.ReduceMax()
         # Dense keeps MindSpore's default init, which matches torch.nn.Linear / torchvision:
         # weight HeUniform(a=sqrt(5)), bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
         self.fc = nn.Dense(self.in_channels, num_classes)
+        self.logit_scale = logit_scale
 
     def _make_layer(self, block: Block, channels: int, blocks: int, stride: int,
                     shortcut: str, zero_init_residual: bool) -> nn.SequentialCell:
@@ -194,7 +228,9 @@ class ResNet(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         x = self.layers(self.stem(x))
-        return self.fc(self.pool(x, (2, 3)))
+        logits = self.fc(self.pool(x, (2, 3)))
+        # A Python float fixed at build time: graph mode drops the multiply when it is 1.
+        return logits * self.logit_scale if self.logit_scale != 1.0 else logits
 
 
 # How the 7x7 stem's 3x3/2 max-pool pads: "symmetric", 1 pixel on every side as in torchvision
@@ -353,3 +389,22 @@ def fullres_resnet14(num_classes: int = 10, in_channels: int = 3, image_size: in
     2-core build machine."""
     return ResNet(BasicBlock, (1, 2, 2, 1), (16, 32, 64, 128), (1, 2, 2, 2),
                   conv_bn_relu(in_channels, 16, 3, 1, 1), 16, num_classes=num_classes, **kwargs)
+
+
+@register_model
+def pool_resnet8(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+                 widths: Sequence[int] = (64, 256, 256), **kwargs) -> ResNet:
+    """CIFAR-speed ResNet of 8 weighted layers for 32 px inputs (configs/cifar10_fast.yaml).
+
+    A 2x2 conv stem (no padding) to 8 x in_channels channels, meant to be set to the whitening of
+    the training images' 2x2 patches and frozen (config ``whiten_stem``; ms_resnet.whitening),
+    then three PoolBlocks at 64/256/256 channels (31 -> 15 -> 7 -> 3 px), a global max-pool and a
+    Dense layer: the layer sizes of airbench94 (Jordan 2024) with a shortcut in every block.
+    """
+    stem_channels = 8 * in_channels  # each whitened patch direction with both signs (ReLU)
+    stem = nn.SequentialCell([nn.Conv2d(in_channels, stem_channels, 2, pad_mode="valid",
+                                        has_bias=True), nn.ReLU()])
+    kwargs.setdefault("global_pool", "max")
+    kwargs.setdefault("logit_scale", 0.125)
+    return ResNet(PoolBlock, (1,) * len(widths), widths, (2,) * len(widths), stem,
+                  stem_channels, num_classes=num_classes, **kwargs)
