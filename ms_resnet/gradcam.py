@@ -113,15 +113,16 @@ class _Run(nn.Cell):
 
 
 class _Head(nn.Cell):
-    """The rest of the network after the split: remaining blocks, the network's global pool
-    (average or max), Dense."""
+    """The rest of the network after the split: remaining blocks, then the network's own head
+    (its global pool, average or max, Dense and logit scale)."""
 
-    def __init__(self, rest: _Run, pool: nn.Cell, fc: nn.Cell) -> None:
+    def __init__(self, rest: _Run, pool: nn.Cell, fc: nn.Cell, logit_scale: float) -> None:
         super().__init__(auto_prefix=False)
-        self.rest, self.pool, self.fc = rest, pool, fc
+        self.rest, self.pool, self.fc, self.logit_scale = rest, pool, fc, logit_scale
 
     def construct(self, features):
-        return self.fc(self.pool(self.rest(features), (2, 3)))
+        logits = self.fc(self.pool(self.rest(features), (2, 3)))
+        return logits * self.logit_scale if self.logit_scale != 1.0 else logits
 
 
 class _Score(nn.Cell):
@@ -165,7 +166,8 @@ class GradCam(nn.Cell):
         units = [cell for _, cell in _units(net)]
         split = _split_at(net, self.layer)
         self.body = _Run(units[:split])
-        self.score = _Score(_Head(_Run(units[split:]), net.pool, net.fc))
+        self.score = _Score(_Head(_Run(units[split:]), net.pool, net.fc,
+                                  net.logit_scale))
         # The logits come out beside the score (has_aux), from the same pass: the network's
         # parameters then appear in one differentiated graph only.
         self.score_and_gradients = ms.value_and_grad(self.score, (0, 1) if flip else 0,
