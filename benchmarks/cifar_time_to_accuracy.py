@@ -29,14 +29,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from specs import warn_if_busy
-from time_to_accuracy import fmt_time, machine, summarise
+from time_to_accuracy import (
+    config_epochs,
+    draw,
+    evaluate_torch,
+    fmt_time,
+    machine,
+    metrics_header,
+    record_epoch,
+    run_train_py,
+    summarise,
+    train_tutorial_torch,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("fast_ms", "fast_torch", "tutorial_torch", "resnet20")
@@ -68,46 +78,6 @@ def load_split(data_dir: Path, split: str, classes: list[str]) -> tuple[np.ndarr
                 images.append(np.asarray(image.convert("RGB").resize((32, 32))))
             labels.append(label)
     return np.stack(images), np.asarray(labels, dtype=np.int64)
-
-
-def _metrics_header(recipe: dict, params: int, threads: int) -> dict:
-    import torch
-
-    return {"config": recipe, "framework": f"pytorch {torch.__version__}", "threads": threads,
-            "params": params, "machine": machine(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "best_accuracy": None,
-            "best_epoch": None, "epochs": []}
-
-
-def _record_epoch(metrics: dict, out_dir: Path, epoch: int, epochs: int, train_loss: float,
-                  seconds: float, evaluation: tuple[float, float, float], images: int) -> None:
-    accuracy, test_loss, eval_seconds = evaluation
-    metrics["epochs"].append({"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss,
-                              "test_accuracy": accuracy, "seconds": seconds,
-                              "eval_seconds": eval_seconds, "images_per_second": images / seconds})
-    if metrics["best_accuracy"] is None or accuracy > metrics["best_accuracy"]:
-        metrics.update(best_accuracy=accuracy, best_epoch=epoch)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f} | test accuracy {accuracy:.2%} | "
-          f"{seconds:.1f} s", flush=True)
-
-
-def _evaluate(model, test_x, test_y, flip: bool) -> tuple[float, float, float]:
-    """(accuracy, mean loss, seconds) on the whole test set; flip: mean of the mirrored logits."""
-    import torch
-
-    started, correct, loss = time.perf_counter(), 0, 0.0
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(test_x), 1000):
-            x, y = test_x[i:i + 1000], test_y[i:i + 1000]
-            logits = model(x)
-            if flip:
-                logits = (logits + model(torch.flip(x, (3,)))) / 2
-            loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-    return correct / len(test_x), loss / len(test_x), time.perf_counter() - started
 
 
 # ---------------------------------------------------------------- the fast recipe in PyTorch
@@ -190,7 +160,7 @@ def run_fast_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: i
         key: getattr(config, key) for key in ("model", "lr", "batch_size", "weight_decay",
                                               "label_smoothing", "lr_schedule", "epochs",
                                               "eval_flip", "whiten_stem", "seed")}}
-    metrics = _metrics_header(recipe, count_params(model), threads)
+    metrics = metrics_header(recipe, count_params(model), threads)
     step = 0
     for epoch in range(1, epochs + 1):
         model.train()
@@ -208,82 +178,34 @@ def run_fast_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: i
             loss_sum += loss.item()
             step += 1
         seconds = time.perf_counter() - started + (decode_seconds if epoch == 1 else 0.0)
-        _record_epoch(metrics, out_dir, epoch, epochs, loss_sum / steps, seconds,
-                      _evaluate(model, test_x, test_y, config.eval_flip), steps * batch)
+        record_epoch(metrics, out_dir, epoch, epochs, loss_sum / steps, seconds,
+                     evaluate_torch(model, test_x, test_y, config.eval_flip), steps * batch)
 
 
 # ---------------------------------------------------------------- the tutorial's recipe
 
 def run_tutorial_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: int,
                        seed: int) -> None:
-    """The tutorial's loop on colour images: Adam 1e-3, batch 32, ToTensor only, shuffled."""
+    """The tutorial's recipe on the colour images (0..1, no normalisation, no augmentation)."""
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
-    from torch_models import count_params, create_torch_model
 
     classes = sorted(p.name for p in (data_dir / "train").iterdir() if p.is_dir())
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    model = create_torch_model("tutorial_resnet", len(classes), 3, 32)
-    for module in model.modules():  # the tutorial keeps PyTorch's default initialisation
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-            module.reset_parameters()
     started = time.perf_counter()
-    train_x, train_y = load_split(data_dir, "train", classes)
-    decode_seconds = time.perf_counter() - started
-    test_x, test_y = load_split(data_dir, "test", classes)
-
-    def to_tensor(images: np.ndarray):
-        return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-
-    loader = DataLoader(TensorDataset(to_tensor(train_x), torch.from_numpy(train_y)),
-                        batch_size=32, shuffle=True)
-    test_x, test_y = to_tensor(test_x), torch.from_numpy(test_y)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    epochs = epochs or TUTORIAL_EPOCHS
-    metrics = _metrics_header({"recipe": "tutorial", "model": "tutorial_resnet",
-                               "optimizer": "adam", "lr": 1e-3, "batch_size": 32,
-                               "augment": False, "epochs": TUTORIAL_EPOCHS, "seed": seed},
-                              count_params(model), threads)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        started, loss_sum, steps = time.perf_counter(), 0.0, 0
-        for x, y in loader:
-            optimizer.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item()
-            steps += 1
-        seconds = time.perf_counter() - started + (decode_seconds if epoch == 1 else 0.0)
-        _record_epoch(metrics, out_dir, epoch, epochs, loss_sum / steps, seconds,
-                      _evaluate(model, test_x, test_y, flip=False), len(train_x))
-
-
-# ---------------------------------------------------------------- ms_resnet (train.py)
-
-def run_fast_ms(out_dir: Path, data_dir: Path, epochs: int | None, seed: int,
-                batch_size: int | None = None) -> None:
-    command = [sys.executable, str(ROOT / "train.py"), "--config", str(CONFIGS["fast_ms"]),
-               "--data_dir", str(data_dir), "--ckpt_dir", str(out_dir), "--overwrite",
-               "--seed", str(seed)]
-    if epochs is not None:
-        command += ["--epochs", str(epochs)]
-    if batch_size is not None:
-        command += ["--batch_size", str(batch_size)]
-    print("$ " + " ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=ROOT)
+    splits = {}
+    for split in ("train", "test"):
+        images, labels = load_split(data_dir, split, classes)
+        splits[split] = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255,
+                         torch.from_numpy(labels))
+        if split == "train":
+            load_seconds = time.perf_counter() - started
+    train_tutorial_torch(out_dir, splits["train"], splits["test"], TUTORIAL_EPOCHS,
+                         epochs or TUTORIAL_EPOCHS, threads, seed, load_seconds)
 
 
 # ---------------------------------------------------------------- report
 
 def planned_epochs(run: str) -> int:
-    if run == "tutorial_torch":
-        return TUTORIAL_EPOCHS
-    import yaml
-
-    return int(yaml.safe_load(CONFIGS[run].read_text(encoding="utf-8"))["epochs"])
+    return TUTORIAL_EPOCHS if run == "tutorial_torch" else config_epochs(CONFIGS[run])
 
 
 def report(sources: dict[str, Path], plot: Path | None) -> int:
@@ -326,38 +248,9 @@ def report(sources: dict[str, Path], plot: Path | None) -> int:
                   f"reaches it after {reached:.0f} s: {approx}"
                   f"{tutorial['to_final'] / reached:.1f}x sooner")
     if plot is not None:
-        draw(summaries, plot)
+        draw(summaries, plot, LABELS, THRESHOLDS, "CIFAR-10 (JPEG copy)", (50.0, 100.0))
         print(f"plot: {plot}")
     return 0
-
-
-def draw(summaries: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for run, s in summaries.items():
-        minutes = [t / 60 for t, _ in s["points"]]
-        accuracy = [100 * a for _, a in s["points"]]
-        line, = ax.plot(minutes, accuracy, marker="o", markersize=3, label=LABELS[run])
-        if s["missing"]:
-            ax.plot([minutes[-1], s["to_final"] / 60], [accuracy[-1]] * 2, linestyle=":",
-                    marker="x", markevery=[1], color=line.get_color(),
-                    label=f"{LABELS[run]}: remaining epochs, extrapolated time")
-    for threshold in THRESHOLDS:
-        ax.axhline(100 * threshold, color="grey", linewidth=0.6, linestyle="--")
-    ax.set_xscale("log")
-    ax.set_xlabel("training wall time, minutes (log scale; evaluation excluded)")
-    ax.set_ylabel("test accuracy, % (CIFAR-10, JPEG copy)")
-    ax.set_ylim(50.0, 100.0)
-    ax.set_title(f"Time to accuracy on CIFAR-10 (JPEG copy), {machine()}")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -387,14 +280,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
-    if not (args.data_dir / "train").is_dir():
-        parser.error(f"--data_dir {args.data_dir}: no train/ folder of class folders")
     if args.runs and not args.report:
+        if not (args.data_dir / "train").is_dir():
+            parser.error(f"--data_dir {args.data_dir}: no train/ folder of class folders")
         warn_if_busy()
         for run in args.runs:
             if run == "fast_ms":
-                run_fast_ms(args.out / run, args.data_dir, args.epochs, args.seed,
-                            args.batch_size)
+                batch = ("--batch_size", str(args.batch_size)) if args.batch_size else ()
+                run_train_py(CONFIGS[run], args.out / run, args.data_dir, args.epochs,
+                             "--seed", str(args.seed), *batch)
             elif run == "fast_torch":
                 run_fast_torch(args.out / run, args.data_dir, args.epochs, args.threads,
                                args.seed, args.batch_size)

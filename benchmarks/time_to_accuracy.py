@@ -79,33 +79,73 @@ def load_mnist(data_dir: Path, split: str):
     return images, torch.from_numpy(found["labels"].astype("int64"))
 
 
-def run_tutorial_torch(out_dir: Path, data_dir: Path, epochs: int, threads: int) -> None:
-    """The tutorial's loop: Adam 1e-3, batch 32, ToTensor only, shuffled; eval after each
-    epoch with the clock stopped."""
+def metrics_header(recipe: dict, params: int, threads: int) -> dict:
+    """The start of a PyTorch run's metrics.json, in train.py's format."""
+    import torch
+
+    return {"config": recipe, "framework": f"pytorch {torch.__version__}", "threads": threads,
+            "params": params, "machine": machine(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "best_accuracy": None,
+            "best_epoch": None, "epochs": []}
+
+
+def evaluate_torch(model, test_x, test_y, flip: bool = False) -> tuple[float, float, float]:
+    """(accuracy, mean loss, seconds) on the whole test set; flip: mean of the mirrored logits."""
+    import torch
+
+    started, correct, loss = time.perf_counter(), 0, 0.0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(test_x), 500):
+            x, y = test_x[i:i + 500], test_y[i:i + 500]
+            logits = model(x)
+            if flip:
+                logits = (logits + model(torch.flip(x, (3,)))) / 2
+            loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+    return correct / len(test_x), loss / len(test_x), time.perf_counter() - started
+
+
+def record_epoch(metrics: dict, out_dir: Path, epoch: int, epochs: int, train_loss: float,
+                 seconds: float, evaluation: tuple[float, float, float], images: int) -> None:
+    """Add an epoch to `metrics` and rewrite OUT_DIR/metrics.json."""
+    accuracy, test_loss, eval_seconds = evaluation
+    metrics["epochs"].append({"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss,
+                              "test_accuracy": accuracy, "seconds": seconds,
+                              "eval_seconds": eval_seconds, "images_per_second": images / seconds})
+    if metrics["best_accuracy"] is None or accuracy > metrics["best_accuracy"]:
+        metrics.update(best_accuracy=accuracy, best_epoch=epoch)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f} | test accuracy {accuracy:.2%} | "
+          f"{seconds:.1f} s", flush=True)
+
+
+def train_tutorial_torch(out_dir: Path, train: tuple, test: tuple, planned: int, epochs: int,
+                         threads: int, seed: int = 42, load_seconds: float = 0.0) -> None:
+    """The tutorial's loop: its network with PyTorch's default init, Adam 1e-3, batch 32, the
+    images as given (ToTensor only), shuffled; evaluated after each epoch with the clock stopped.
+    `train` and `test` are (images N x C x H x W in 0..1, labels); `load_seconds`, the time to
+    read the training images, is counted in the first epoch."""
     import torch
     from torch.utils.data import DataLoader, TensorDataset
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from torch_models import count_params, create_torch_model
 
-    torch.manual_seed(42)
+    torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    model = create_torch_model("tutorial_resnet", 10, 1, 28)
+    train_x, train_y = train
+    model = create_torch_model("tutorial_resnet", int(train_y.max()) + 1, train_x.shape[1],
+                               train_x.shape[2])
     for module in model.modules():  # the tutorial keeps PyTorch's default initialisation
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
             module.reset_parameters()
-    train_x, train_y = load_mnist(data_dir, "train")
-    test_x, test_y = load_mnist(data_dir, "test")
     loader = DataLoader(TensorDataset(train_x, train_y), batch_size=32, shuffle=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
-    metrics = {"config": {"recipe": "tutorial", "model": "tutorial_resnet", "optimizer": "adam",
-                          "lr": 1e-3, "batch_size": 32, "augment": False,
-                          "epochs": TUTORIAL_EPOCHS},
-               "framework": f"pytorch {torch.__version__}", "threads": threads,
-               "params": count_params(model), "machine": machine(),
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "best_accuracy": None,
-               "best_epoch": None, "epochs": []}
+    metrics = metrics_header({"recipe": "tutorial", "model": "tutorial_resnet",
+                              "optimizer": "adam", "lr": 1e-3, "batch_size": 32,
+                              "augment": False, "epochs": planned, "seed": seed},
+                             count_params(model), threads)
     for epoch in range(1, epochs + 1):
         model.train()
         started, loss_sum, steps = time.perf_counter(), 0.0, 0
@@ -116,27 +156,15 @@ def run_tutorial_torch(out_dir: Path, data_dir: Path, epochs: int, threads: int)
             optimizer.step()
             loss_sum += loss.item()
             steps += 1
-        seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        model.eval()
-        correct, test_loss = 0, 0.0
-        with torch.no_grad():
-            for i in range(0, len(test_x), 500):
-                logits = model(test_x[i:i + 500])
-                test_loss += loss_fn(logits, test_y[i:i + 500]).item() * len(logits)
-                correct += int((logits.argmax(1) == test_y[i:i + 500]).sum())
-        accuracy = correct / len(test_x)
-        metrics["epochs"].append({
-            "epoch": epoch, "train_loss": loss_sum / steps, "test_loss": test_loss / len(test_x),
-            "test_accuracy": accuracy, "seconds": seconds,
-            "eval_seconds": time.perf_counter() - started,
-            "images_per_second": len(train_x) / seconds})
-        if metrics["best_accuracy"] is None or accuracy > metrics["best_accuracy"]:
-            metrics.update(best_accuracy=accuracy, best_epoch=epoch)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        print(f"epoch {epoch}/{epochs}: test accuracy {accuracy:.2%} | {seconds:.1f} s",
-              flush=True)
+        seconds = time.perf_counter() - started + (load_seconds if epoch == 1 else 0.0)
+        record_epoch(metrics, out_dir, epoch, epochs, loss_sum / steps, seconds,
+                     evaluate_torch(model, *test), len(train_x))
+
+
+def run_tutorial_torch(out_dir: Path, data_dir: Path, epochs: int, threads: int) -> None:
+    """The tutorial's recipe on MNIST."""
+    train_tutorial_torch(out_dir, load_mnist(data_dir, "train"), load_mnist(data_dir, "test"),
+                         TUTORIAL_EPOCHS, epochs, threads)
 
 
 def machine() -> str:
@@ -145,10 +173,11 @@ def machine() -> str:
 
 # ---------------------------------------------------------------- ms_resnet runs (train.py)
 
-def run_train_py(run: str, out_dir: Path, data_dir: Path, epochs: int | None) -> None:
-    command = [sys.executable, str(ROOT / "train.py"), "--config", str(CONFIGS[run]),
-               "--data_dir", str(data_dir), "--ckpt_dir", str(out_dir), "--overwrite",
-               "--export_mindir", "false"]
+def run_train_py(config: Path, out_dir: Path, data_dir: Path, epochs: int | None,
+                 *options: str) -> None:
+    """train.py with `config` on DATA_DIR into OUT_DIR (overwritten), stopped after `epochs`."""
+    command = [sys.executable, str(ROOT / "train.py"), "--config", str(config),
+               "--data_dir", str(data_dir), "--ckpt_dir", str(out_dir), "--overwrite", *options]
     if epochs is not None:
         command += ["--epochs", str(epochs)]
     print("$ " + " ".join(command), flush=True)
@@ -157,13 +186,15 @@ def run_train_py(run: str, out_dir: Path, data_dir: Path, epochs: int | None) ->
 
 # ---------------------------------------------------------------- report
 
-def planned_epochs(run: str) -> int:
-    """The recipe's own epoch count (a run stopped early with --epochs records fewer)."""
-    if run == "tutorial_torch":
-        return TUTORIAL_EPOCHS
+def config_epochs(config: Path) -> int:
+    """A recipe's own epoch count (a run stopped early with --epochs records fewer)."""
     import yaml
 
-    return int(yaml.safe_load(CONFIGS[run].read_text(encoding="utf-8"))["epochs"])
+    return int(yaml.safe_load(config.read_text(encoding="utf-8"))["epochs"])
+
+
+def planned_epochs(run: str) -> int:
+    return TUTORIAL_EPOCHS if run == "tutorial_torch" else config_epochs(CONFIGS[run])
 
 
 def summarise(metrics: dict, planned: int, thresholds: Sequence[float] = THRESHOLDS) -> dict:
@@ -247,7 +278,10 @@ def report(out: Path, plot: Path | None) -> int:
     return status
 
 
-def draw(summaries: dict, path: Path) -> None:
+def draw(summaries: dict, path: Path, labels: dict[str, str] = LABELS,
+         thresholds: Sequence[float] = THRESHOLDS, dataset: str = "MNIST",
+         ylim: tuple[float, float] = (97.0, 100.0)) -> None:
+    """Test accuracy against training minutes (log scale), one line per run."""
     import matplotlib
     import matplotlib.ticker
 
@@ -258,21 +292,22 @@ def draw(summaries: dict, path: Path) -> None:
     for run, s in summaries.items():
         minutes = [0.0] + [t / 60 for t, _ in s["points"]]
         accuracy = [None] + [100 * a for _, a in s["points"]]
-        line, = ax.plot(minutes[1:], accuracy[1:], marker="o", label=LABELS[run])
+        line, = ax.plot(minutes[1:], accuracy[1:], marker="o", markersize=4, label=labels[run])
         if s["missing"]:
             ax.plot([minutes[-1], s["to_final"] / 60], [accuracy[-1]] * 2, linestyle=":",
                     marker="x", markevery=[1], color=line.get_color(),
-                    label=f"{LABELS[run]}: remaining epochs, extrapolated time")
-    for threshold in THRESHOLDS:
+                    label=f"{labels[run]}: remaining epochs, extrapolated time")
+    for threshold in thresholds:
         ax.axhline(100 * threshold, color="grey", linewidth=0.6, linestyle="--")
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([0.5, 1, 2, 5, 10, 20, 50, 100]))
+    ticks = [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500]
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training wall time, minutes (log scale; evaluation excluded)")
-    ax.set_ylabel("MNIST test accuracy, %")
-    ax.set_ylim(97.0, 100.0)
-    ax.set_title(f"Time to accuracy on MNIST, {machine()}")
+    ax.set_ylabel(f"{dataset} test accuracy, %")
+    ax.set_ylim(*ylim)
+    ax.set_title(f"Time to accuracy on {dataset}, {machine()}")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -310,7 +345,8 @@ def main(argv: list[str] | None = None) -> None:
                 run_tutorial_torch(args.out / run, data_dir, args.epochs or TUTORIAL_EPOCHS,
                                    args.threads)
             else:
-                run_train_py(run, args.out / run, data_dir, args.epochs)
+                run_train_py(CONFIGS[run], args.out / run, data_dir, args.epochs,
+                             "--export_mindir", "false")
     sys.exit(report(args.out, args.plot))
 
 

@@ -79,6 +79,7 @@ def test_the_stem_is_the_training_images_whitening_and_stays_frozen(fast_run: di
     assert len(accuracies) == EPOCHS and max(accuracies) > 0.1
 
 
+@pytest.mark.slow  # CI's second step: keeps the default run under 12 minutes
 def test_resumed_run_equals_the_uninterrupted_one(fast_run: dict, tmp_path: Path) -> None:
     args = [sys.executable, str(ROOT / "train.py"), *RUN, "--ckpt_dir", str(tmp_path)]
     code, stderr = _stop_during_epoch_2(args, signal.SIGKILL)

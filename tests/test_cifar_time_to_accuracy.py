@@ -38,6 +38,7 @@ def test_crop_flip_takes_a_window_of_the_zero_padded_image() -> None:
     assert len(windows) > 20 and {w[2] for w in windows} == {False, True}  # random, both ways
 
 
+@pytest.mark.slow  # CI's second step: keeps the default run under 12 minutes
 def test_pytorch_runs_train_on_the_folder(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     result = run_command(SCRIPT, "--runs", "fast_torch", "tutorial_torch", "--epochs", "1",
