@@ -118,8 +118,7 @@ def run_fast_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: i
     from torch_models import count_params, create_torch_model
 
     from ms_resnet.optim import lr_per_step
-    from ms_resnet.train import _whitening_sample
-    from ms_resnet.whitening import patch_whitening
+    from ms_resnet.whitening import patch_whitening, whitening_sample
 
     config = _fast_config(data_dir, seed, batch_size)
     torch.manual_seed(seed)
@@ -127,7 +126,7 @@ def run_fast_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: i
     generator = torch.Generator().manual_seed(seed)
     model = create_torch_model(config.model, len(config.classes), 3, 32)
     stem = model.stem[0]
-    weight, bias = patch_whitening(_whitening_sample(config))  # the same images as ms_resnet
+    weight, bias = patch_whitening(whitening_sample(config))  # the same images as ms_resnet
     with torch.no_grad():
         stem.weight.copy_(torch.from_numpy(weight))
         stem.bias.copy_(torch.from_numpy(bias))

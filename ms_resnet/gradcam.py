@@ -113,16 +113,14 @@ class _Run(nn.Cell):
 
 
 class _Head(nn.Cell):
-    """The rest of the network after the split: remaining blocks, then the network's own head
-    (its global pool, average or max, Dense and logit scale)."""
+    """The rest of the network after the split, then the network's own `head`."""
 
-    def __init__(self, rest: _Run, pool: nn.Cell, fc: nn.Cell, logit_scale: float) -> None:
+    def __init__(self, rest: _Run, net: ResNet) -> None:
         super().__init__(auto_prefix=False)
-        self.rest, self.pool, self.fc, self.logit_scale = rest, pool, fc, logit_scale
+        self.rest, self.net = rest, net
 
     def construct(self, features):
-        logits = self.fc(self.pool(self.rest(features), (2, 3)))
-        return logits * self.logit_scale if self.logit_scale != 1.0 else logits
+        return self.net.head(self.rest(features))
 
 
 class _Score(nn.Cell):
@@ -166,8 +164,7 @@ class GradCam(nn.Cell):
         units = [cell for _, cell in _units(net)]
         split = _split_at(net, self.layer)
         self.body = _Run(units[:split])
-        self.score = _Score(_Head(_Run(units[split:]), net.pool, net.fc,
-                                  net.logit_scale))
+        self.score = _Score(_Head(_Run(units[split:]), net))
         # The logits come out beside the score (has_aux), from the same pass: the network's
         # parameters then appear in one differentiated graph only.
         self.score_and_gradients = ms.value_and_grad(self.score, (0, 1) if flip else 0,

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import mindspore as ms
 import mindspore.dataset as ds
-import numpy as np
 from mindspore import nn
 from mindspore.train import Model
 
@@ -50,7 +49,7 @@ from ms_resnet.optim import create_optimizer
 from ms_resnet.parallel import RankSum, average_moving_statistics
 from ms_resnet.runtime import machine_description, parameter_digest, set_up_context
 from ms_resnet.train_accuracy import COUNTER_NAMES, CountingLoss
-from ms_resnet.whitening import WHITENING_IMAGES, freeze, whiten, whitening_conv
+from ms_resnet.whitening import freeze, whiten, whitening_conv, whitening_sample
 
 DEFAULT_CONFIG = "configs/mnist.yaml"
 # Keys that may differ when resuming: where things are, not what is trained (`distribute` is
@@ -173,7 +172,7 @@ def _run_training(config: Config, resume: Path | None, overwrite: bool,
     if config.whiten_stem:
         stem = whitening_conv(net, config.model)
         if resume is None and not config.pretrained:
-            whiten(stem, _whitening_sample(config))
+            whiten(stem, whitening_sample(config))
         freeze(stem)
     net = apply_jit_level(net, config)
     # The loss also counts the training batches' correct predictions (train_accuracy).
@@ -284,14 +283,6 @@ def _run_training(config: Config, resume: Path | None, overwrite: bool,
         export_checkpoint(evaluator.best_path, str(ckpt_dir / "config.yaml"),
                           parity_samples=min(256, config.eval_num_samples or 256))
     return metrics
-
-
-def _whitening_sample(config: Config) -> np.ndarray:
-    """Up to WHITENING_IMAGES training images as the network sees them, without augmentation."""
-    data = create_split(config, "train", 500, train=False, num_samples=WHITENING_IMAGES,
-                        num_parallel_workers=config.num_parallel_workers)
-    return np.concatenate([batch["image"] for batch in
-                           data.create_dict_iterator(num_epochs=1, output_numpy=True)])
 
 
 def _check_resume_workers(last_ckpt: Path, workers: int) -> None:

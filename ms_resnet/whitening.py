@@ -12,12 +12,23 @@ from __future__ import annotations
 import numpy as np
 from mindspore import Tensor, nn
 
+from ms_resnet.config import Config
+from ms_resnet.dataspec import create_split
 from ms_resnet.errors import ConfigError
 
 # airbench fits 5,000 images; the estimate of a 12x12 covariance from ~4.8M patches is stable.
 WHITENING_IMAGES = 5000
 # Added to every variance, so the noise-level directions are not blown up.
 EPSILON = 5e-4
+
+
+def whitening_sample(config: Config) -> np.ndarray:
+    """Up to WHITENING_IMAGES training images as the network sees them, without augmentation
+    (the PyTorch twin in benchmarks/ whitens from the same images)."""
+    data = create_split(config, "train", 500, train=False, num_samples=WHITENING_IMAGES,
+                        num_parallel_workers=config.num_parallel_workers)
+    return np.concatenate([batch["image"] for batch in
+                           data.create_dict_iterator(num_epochs=1, output_numpy=True)])
 
 
 def whitening_conv(net: nn.Cell, model: str) -> nn.Conv2d:

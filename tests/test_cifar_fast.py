@@ -17,8 +17,7 @@ from ms_resnet.config import build_config
 from ms_resnet.dataspec import complete_folder_config
 from ms_resnet.errors import ConfigError
 from ms_resnet.models import create_model
-from ms_resnet.train import _whitening_sample
-from ms_resnet.whitening import patch_whitening, whiten, whitening_conv
+from ms_resnet.whitening import patch_whitening, whiten, whitening_conv, whitening_sample
 from tests.conftest import ROOT, run_command
 from tests.test_cifar_folder import CIFAR_SMALL
 from tests.test_resume import _stop_during_epoch_2
@@ -69,7 +68,7 @@ def test_the_stem_is_the_training_images_whitening_and_stays_frozen(fast_run: di
     config = build_config(ROOT / "configs" / "cifar10_fast.yaml", {"data_dir": str(CIFAR_SMALL)},
                           training=True)
     complete_folder_config(config)
-    sample = _whitening_sample(config)
+    sample = whitening_sample(config)
     assert sample.shape == (200, 3, 32, 32)  # every training image (fewer than 5,000), as seen
     weight, bias = patch_whitening(sample)
     best = _ckpt(fast_run["dir"] / "best.ckpt")

@@ -226,11 +226,15 @@ class ResNet(nn.Cell):
             self.in_channels = channels * block.expansion
         return nn.SequentialCell(cells)
 
-    def construct(self, x: Tensor) -> Tensor:
-        x = self.layers(self.stem(x))
-        logits = self.fc(self.pool(x, (2, 3)))
+    def head(self, features: Tensor) -> Tensor:
+        """Logits from the last stage's features: global pool, Dense, logit scale (Grad-CAM's
+        explain graph calls it too, so both graphs classify alike)."""
+        logits = self.fc(self.pool(features, (2, 3)))
         # A Python float fixed at build time: graph mode drops the multiply when it is 1.
         return logits * self.logit_scale if self.logit_scale != 1.0 else logits
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.head(self.layers(self.stem(x)))
 
 
 # How the 7x7 stem's 3x3/2 max-pool pads: "symmetric", 1 pixel on every side as in torchvision
