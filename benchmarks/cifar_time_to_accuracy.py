@@ -117,6 +117,7 @@ def run_fast_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: i
     import torch
     from torch_models import count_params, create_torch_model
 
+    from ms_resnet.network import model_kwargs
     from ms_resnet.optim import lr_per_step
     from ms_resnet.whitening import patch_whitening, whitening_sample
 
@@ -124,7 +125,7 @@ def run_fast_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: i
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(seed)
-    model = create_torch_model(config.model, len(config.classes), 3, 32)
+    model = create_torch_model(config.model, len(config.classes), 3, 32, **model_kwargs(config))
     stem = model.stem[0]
     weight, bias = patch_whitening(whitening_sample(config))  # the same images as ms_resnet
     with torch.no_grad():
@@ -146,11 +147,17 @@ def run_fast_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: i
     train_y, test_y = torch.from_numpy(train_y), torch.from_numpy(test_y)
     epochs = epochs or config.epochs
     batch, steps = config.batch_size, len(train_x) // config.batch_size
+    # As ms_resnet.optim: weight decay on conv/dense weights only; BN betas at bn_beta_lr x lr.
+    betas = {id(m.bias) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
-         {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}],
-        lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay,
+               "scale": 1.0},
+              {"params": [p for p in trainable if p.ndim <= 1 and id(p) not in betas],
+               "weight_decay": 0.0, "scale": 1.0},
+              {"params": [p for p in trainable if id(p) in betas], "weight_decay": 0.0,
+               "scale": config.bn_beta_lr}]
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                                nesterov=config.nesterov)
     # The recipe's schedule for all its epochs, even when this run stops earlier.
     schedule = lr_per_step(config.lr_schedule, config.lr, config.epochs, steps,
                            config.warmup_epochs)
@@ -158,7 +165,9 @@ def run_fast_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: i
     recipe = {"recipe": "configs/cifar10_fast.yaml", **{
         key: getattr(config, key) for key in ("model", "lr", "batch_size", "weight_decay",
                                               "label_smoothing", "lr_schedule", "epochs",
-                                              "eval_flip", "whiten_stem", "seed")}}
+                                              "eval_flip", "whiten_stem", "dirac_init",
+                                              "bn_momentum", "freeze_bn_gamma", "bn_beta_lr",
+                                              "momentum", "seed")}}
     metrics = metrics_header(recipe, count_params(model), threads)
     step = 0
     for epoch in range(1, epochs + 1):
@@ -169,7 +178,7 @@ def run_fast_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: i
             chosen = order[i * batch:(i + 1) * batch]
             images = normalise(_crop_flip(train_x[chosen], generator))
             for group in optimizer.param_groups:
-                group["lr"] = float(schedule[step])
+                group["lr"] = float(schedule[step]) * group["scale"]
             optimizer.zero_grad()
             loss = loss_fn(model(images), train_y[chosen])
             loss.backward()

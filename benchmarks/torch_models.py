@@ -147,7 +147,8 @@ class ResNet(nn.Module):
                  strides: Sequence[int], stem: nn.Module, stem_channels: int,
                  num_classes: int = 10, shortcut: str = "B",
                  zero_init_residual: bool = False, global_pool: str = "avg",
-                 logit_scale: float = 1.0) -> None:
+                 logit_scale: float = 1.0, dirac_init: bool = False, bn_momentum: float = 0.9,
+                 freeze_bn_gamma: bool = False) -> None:
         super().__init__()
         self.global_pool, self.logit_scale = global_pool, logit_scale
         self.in_channels = stem_channels
@@ -156,6 +157,14 @@ class ResNet(nn.Module):
             self._make_layer(block, w, n, s, shortcut, zero_init_residual)
             for n, w, s in zip(layers, widths, strides)])
         self.fc = nn.Linear(self.in_channels, num_classes)
+        for module in self.layers.modules():
+            if dirac_init and isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
+                shared = min(module.out_channels, module.in_channels)
+                nn.init.dirac_(module.weight.data[:shared])
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = 1.0 - bn_momentum  # ms_resnet's bn_momentum is MindSpore's
+                module.weight.requires_grad_(not freeze_bn_gamma)
 
     def _make_layer(self, block, channels: int, blocks: int, stride: int, shortcut: str,
                     zero_init_residual: bool) -> nn.Sequential:

@@ -137,6 +137,14 @@ class Config:
     whiten_stem: bool = _field(False, "set the first convolution (a 2x2 conv, as pool_resnet8's) "
                                "to the whitening of the training images' 2x2 patches and keep "
                                "its weights frozen (Jordan 2024)")
+    dirac_init: bool = _field(False, "start every 3x3 conv as the identity on its first "
+                              "in_channels filters (airbench's identity init, Jordan 2024)")
+    bn_momentum: float = _field(0.9, "BatchNorm running statistics: running = bn_momentum x "
+                                "running + (1 - bn_momentum) x batch (MindSpore's convention; "
+                                "PyTorch's momentum is 1 - this)", low=0.0, high=1.0,
+                                low_open=True, high_open=True)
+    freeze_bn_gamma: bool = _field(False, "keep every BatchNorm gamma (scale) at 1; only the "
+                                   "beta (bias) trains (airbench)")
     stem_pool_padding: str = _field(
         "symmetric", "resnet18-152 above 64 px: how the stem's max-pool pads; symmetric = 1 px "
         "each side (torchvision, timm), same = pad_mode same (MindCV); set by ms-resnet convert",
@@ -164,6 +172,9 @@ class Config:
                              "number of workers (global batch = workers x batch_size)",
                              ["linear", "none"])
     weight_decay: float = _field(5e-4, "L2 weight decay on conv/dense weights", low=0.0)
+    bn_beta_lr: float = _field(1.0, "learning rate of the BatchNorm betas (biases) as a "
+                               "multiple of lr (airbench: 64, with freeze_bn_gamma)", low=0.0,
+                               low_open=True)
     label_smoothing: float = _field(0.0, "label smoothing of the training loss", low=0.0,
                                     high=1.0, high_open=True)
     # schedule
@@ -354,6 +365,11 @@ def build_config(config_path: str | Path | None = None,
                        else "shortcut")
         raise ConfigError(f"{where}: zero_init_residual: true needs a shortcut; with shortcut: "
                           "none (a plain network) every block would start at zero; expected false")
+    if config.freeze_bn_gamma and config.zero_init_residual:
+        where = source("zero_init_residual" if "zero_init_residual" in (overrides or {})
+                       else "freeze_bn_gamma")
+        raise ConfigError(f"{where}: zero_init_residual: true sets gammas to 0 that "
+                          "freeze_bn_gamma: true would keep at 0; expected one of them false")
     if config.ckpt_dir is None:
         name = Path(config_path).stem if config_path else config.dataset
         config.ckpt_dir = str(Path("ckpt") / name)

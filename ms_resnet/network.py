@@ -3,6 +3,8 @@ it is evaluated and exported."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from mindspore import nn
 
@@ -14,16 +16,26 @@ from ms_resnet.models import IMAGENET_RESNETS, FlipAverage, create_model
 
 def build_network(config: Config) -> nn.Cell:
     info = dataset_info(config)
-    kwargs = {"zero_init_residual": config.zero_init_residual}
+    return create_model(config.model, num_classes=len(info.classes), in_channels=info.channels,
+                        image_size=info.image_size, **model_kwargs(config))
+
+
+def model_kwargs(config: Config) -> dict[str, Any]:
+    """The config's keys that shape the registered model (create_model's keyword arguments;
+    the PyTorch twin in benchmarks/ takes the same)."""
+    kwargs: dict[str, Any] = {"zero_init_residual": config.zero_init_residual}
     if config.shortcut:
         kwargs["shortcut"] = config.shortcut
+    # Only when set: the defaults build exactly the networks (and random draws) of before.
+    for key, default in (("dirac_init", False), ("bn_momentum", 0.9), ("freeze_bn_gamma", False)):
+        if getattr(config, key) != default:
+            kwargs[key] = getattr(config, key)
     if config.stem_pool_padding != "symmetric":
         if config.model not in IMAGENET_RESNETS:
             raise ConfigError(f"stem_pool_padding: {config.stem_pool_padding} applies to "
                               f"{', '.join(IMAGENET_RESNETS)} only, not {config.model}")
         kwargs["stem_pool_padding"] = config.stem_pool_padding
-    return create_model(config.model, num_classes=len(info.classes), in_channels=info.channels,
-                        image_size=info.image_size, **kwargs)
+    return kwargs
 
 
 def classifier_names(net: nn.Cell) -> set[str]:

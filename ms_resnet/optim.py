@@ -44,7 +44,8 @@ def lr_per_step(schedule: str, lr: float, epochs: int, steps_per_epoch: int,
 
 def create_optimizer(net: nn.Cell, config: Config, steps_per_epoch: int,
                      workers: int = 1) -> nn.Optimizer:
-    """SGD (momentum) or Adam; weight decay on conv/dense weights only, not on BN or biases.
+    """SGD (momentum) or Adam; weight decay on conv/dense weights only, not on BN or biases;
+    the BN betas at `bn_beta_lr` x the learning rate.
 
     With `workers` data-parallel processes the global batch is `workers * batch_size`;
     `lr_scaling: linear` scales the learning rate with it (Goyal et al. 2017).
@@ -55,6 +56,14 @@ def create_optimizer(net: nn.Cell, config: Config, steps_per_epoch: int,
     params = net.trainable_params()
     groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    if config.bn_beta_lr != 1:
+        betas = {cell.beta.name for _, cell in net.cells_and_names()
+                 if isinstance(cell, nn.BatchNorm2d)}
+        groups = [{**group, "params": [p for p in group["params"] if p.name not in betas]}
+                  for group in groups]
+        groups.append({"params": [p for p in params if p.name in betas], "weight_decay": 0.0,
+                       "lr": Tensor(lr.asnumpy() * np.float32(config.bn_beta_lr))})
+        groups = [group for group in groups if group["params"]]
     if config.backbone_lr != 1 or config.freeze_epochs:
         # Fine-tuning: the backbone follows the same schedule, scaled, and stands still (lr 0)
         # while only the new classifier trains.
@@ -66,7 +75,8 @@ def create_optimizer(net: nn.Cell, config: Config, steps_per_epoch: int,
             in_head = [p for p in group["params"] if p.name in head]
             in_backbone = [p for p in group["params"] if p.name not in head]
             split += [{**group, "params": in_head}] if in_head else []
-            split += ([{**group, "params": in_backbone, "lr": Tensor(backbone_lr)}]
+            scale = np.float32(config.bn_beta_lr) if "lr" in group else np.float32(1)
+            split += ([{**group, "params": in_backbone, "lr": Tensor(backbone_lr * scale)}]
                       if in_backbone else [])
         groups = split
     # A fixed loss scale multiplies the gradients without a cell that divides it out again

@@ -55,6 +55,60 @@ def test_whitening_decorrelates_the_patches() -> None:
     np.testing.assert_allclose(out[:, 12:], -out[:, :12], atol=1e-5)
 
 
+def test_dirac_init_starts_every_3x3_conv_as_the_identity_on_its_first_channels() -> None:
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net = create_model("pool_resnet8", dirac_init=True)
+    convs = [cell for _, cell in net.layers.cells_and_names() if isinstance(cell, nn.Conv2d)]
+    assert len(convs) == 6
+    rng = np.random.default_rng(0)
+    for conv in convs:
+        x = rng.standard_normal((2, conv.in_channels, 5, 5)).astype(np.float32)
+        out = conv(ms.Tensor(x)).asnumpy()
+        shared = min(conv.in_channels, conv.out_channels)
+        np.testing.assert_allclose(out[:, :shared], x[:, :shared], atol=1e-6)
+        if conv.out_channels > shared:  # the other filters keep their random init
+            assert np.abs(out[:, shared:]).mean() > 0.1
+    plain = create_model("pool_resnet8")
+    assert not np.allclose(plain.layers[1][0].branch[0].weight.asnumpy(),
+                           net.layers[1][0].branch[0].weight.asnumpy())
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.6])
+def test_bn_momentum_sets_how_fast_the_running_mean_follows_the_batch(momentum: float) -> None:
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net = create_model("pool_resnet8", bn_momentum=momentum)
+    net.set_train(True)
+    images = ms.Tensor(np.random.default_rng(0).standard_normal((4, 3, 32, 32)), ms.float32)
+    net(images)
+    down = net.layers[0][0].down
+    normalised = down[1](down[0](net.stem(images))).asnumpy()  # what the first BN saw
+    np.testing.assert_allclose(down[2].moving_mean.asnumpy(),
+                               (1 - momentum) * normalised.mean(axis=(0, 2, 3)), rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_freeze_bn_gamma_and_bn_beta_lr() -> None:
+    from tests.test_train import _trained_steps
+
+    start, (plain,) = _trained_steps(1)
+    _, (fast,) = _trained_steps(1, bn_beta_lr=64.0, freeze_bn_gamma=True)
+    gammas = [name for name in start if name.endswith(".gamma")]
+    betas = [name for name in start if name.endswith(".beta")]
+    assert gammas and betas and not any(name in fast for name in gammas)  # not trained
+    for name in betas:  # the first step is linear in the learning rate
+        np.testing.assert_allclose(fast[name] - start[name], 64 * (plain[name] - start[name]),
+                                   rtol=1e-3, atol=1e-7)
+    conv = next(name for name in start if name.endswith("weight") and start[name].ndim == 4)
+    assert not np.allclose(fast[conv], start[conv])
+
+
+def test_freeze_bn_gamma_refuses_zero_init_residual() -> None:
+    with pytest.raises(ConfigError, match="command line: zero_init_residual: true sets gammas "
+                                          "to 0 that freeze_bn_gamma: true would keep at 0"):
+        build_config(ROOT / "configs" / "cifar10_fast.yaml",
+                     {"freeze_bn_gamma": "true", "zero_init_residual": "true"})
+
+
 def test_whiten_stem_needs_a_2x2_stem() -> None:
     with pytest.raises(ConfigError, match="whiten_stem: model resnet20 does not start with a 2x2"):
         whitening_conv(create_model("resnet20"), "resnet20")

@@ -73,3 +73,23 @@ def test_report_says_how_much_sooner_the_recipe_reaches_the_tutorials_accuracy(
     fast = _rows(result.stdout)["| ms_resnet fast recipe (configs/cifar10_fast.yaml)"]
     assert "| 1200 s (20.0 min) | 1500 s (25.0 min) | 1500 s (25.0 min) | not reached |" in fast
     assert (tmp_path / "plot.png").stat().st_size > 10_000
+
+
+def test_the_pytorch_twin_takes_the_recipes_model_keys() -> None:
+    torch = pytest.importorskip("torch")
+    from torch_models import create_torch_model
+
+    from ms_resnet.config import build_config
+    from ms_resnet.models import create_model
+    from ms_resnet.network import model_kwargs
+
+    config = build_config(ROOT / "configs" / "cifar10_fast.yaml", {
+        "dirac_init": "true", "bn_momentum": "0.6", "freeze_bn_gamma": "true"})
+    kwargs = model_kwargs(config)
+    twin, net = create_torch_model("pool_resnet8", **kwargs), create_model("pool_resnet8", **kwargs)
+    assert sum(p.numel() for p in twin.parameters() if p.requires_grad) == \
+        sum(p.size for p in net.trainable_params())
+    norms = [m for m in twin.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.momentum == pytest.approx(0.4) for m in norms)
+    twin_conv = twin.layers[1][0].branch[0].weight.detach().numpy()
+    assert (twin_conv == net.layers[1][0].branch[0].weight.asnumpy()).all()  # both identities

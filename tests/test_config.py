@@ -27,10 +27,11 @@ def test_every_dataset_has_a_config_and_every_config_loads() -> None:
         # Every key is written out, so a config file documents the whole recipe (the folder
         # dataset's keys only in folder configs; fine-tuning keys only in fine-tuning recipes;
         # stem_pool_padding only where a converted MindCV model needs it; whiten_stem only where
-        # the model has a 2x2 stem).
+        # the model has a 2x2 stem; the fast recipe's BatchNorm and init keys only there).
         optional = {"data_dir", "num_samples", "eval_num_samples", "shortcut", "warmup_epochs",
                     "ckpt_dir", "distribute", "pretrained", "freeze_backbone", "classes",
-                    "freeze_epochs", "backbone_lr", "whiten_stem",
+                    "freeze_epochs", "backbone_lr", "whiten_stem", "dirac_init",
+                    "bn_momentum", "freeze_bn_gamma", "bn_beta_lr",
                     "mean", "std", "device_id", "stem_pool_padding"}
         if config.dataset != "folder":
             optional |= FOLDER_KEYS

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Union
 
+import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeNormal
 
@@ -49,6 +50,30 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: 
 def _check_shortcut(shortcut: str) -> None:
     if shortcut not in SHORTCUTS:
         raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+
+
+def _dirac_init(cells: nn.Cell) -> None:
+    """Every 3x3 convolution starts as the identity on its first in_channels filters (the others
+    keep their random init), so that each block starts close to passing its input on: airbench's
+    "identity initialization" (Jordan 2024), which saves epochs on short schedules."""
+    for _, conv in cells.cells_and_names():
+        if isinstance(conv, nn.Conv2d) and tuple(conv.kernel_size) == (3, 3) and conv.group == 1:
+            weight = conv.weight.asnumpy()
+            shared = min(weight.shape[0], weight.shape[1])
+            weight[:shared] = 0
+            weight[np.arange(shared), np.arange(shared), 1, 1] = 1
+            conv.weight.set_data(Tensor(weight))
+
+
+def _set_batchnorm(bn: nn.BatchNorm2d, momentum: float, freeze_gamma: bool) -> None:
+    """`momentum` in MindSpore's convention (running = momentum * running + (1 - momentum) *
+    batch; 0.9 is MindSpore's and PyTorch's default); a frozen gamma stays at its init (1)."""
+    if momentum != 0.9:
+        # nn.BatchNorm2d fixes its momentum in the training primitive it builds in __init__.
+        bn.momentum = 1.0 - momentum
+        bn.bn_train = ops.BatchNorm(is_training=True, epsilon=bn.eps, momentum=bn.momentum,
+                                    data_format=bn.format)
+    bn.gamma.requires_grad = not freeze_gamma
 
 
 class ZeroPadShortcut(nn.Cell):
@@ -194,10 +219,14 @@ class ResNet(nn.Cell):
                  strides: Sequence[int], stem: nn.Cell, stem_channels: int,
                  num_classes: int = 10, shortcut: str = "B",
                  zero_init_residual: bool = False, global_pool: str = "avg",
-                 logit_scale: float = 1.0) -> None:
+                 logit_scale: float = 1.0, dirac_init: bool = False, bn_momentum: float = 0.9,
+                 freeze_bn_gamma: bool = False) -> None:
         super().__init__()
         if global_pool not in ("avg", "max"):
             raise ValueError(f"global_pool must be 'avg' or 'max', got {global_pool!r}")
+        if freeze_bn_gamma and zero_init_residual:
+            raise ValueError("zero_init_residual sets gammas that freeze_bn_gamma would keep at "
+                             "0 for ever")
         _check_shortcut(shortcut)
         if shortcut == "none" and zero_init_residual:
             # A zero last-BN gamma would make every plain block output zero.
@@ -216,6 +245,11 @@ class ResNet(nn.Cell):
         # weight HeUniform(a=sqrt(5)), bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
         self.fc = nn.Dense(self.in_channels, num_classes)
         self.logit_scale = logit_scale
+        if dirac_init:
+            _dirac_init(self.layers)
+        for _, cell in self.cells_and_names():
+            if isinstance(cell, nn.BatchNorm2d):
+                _set_batchnorm(cell, bn_momentum, freeze_bn_gamma)
 
     def _make_layer(self, block: Block, channels: int, blocks: int, stride: int,
                     shortcut: str, zero_init_residual: bool) -> nn.SequentialCell:
