@@ -82,9 +82,9 @@ def load_split(data_dir: Path, split: str, classes: list[str]) -> tuple[np.ndarr
 
 # ---------------------------------------------------------------- the fast recipe in PyTorch
 
-def _crop_flip(batch, generator, padding: int = 4):
+def _crop_flip(batch, generator, padding: int):
     """Random crop of the zero-padded images plus a random horizontal flip, as mindspore's
-    RandomCrop(padding=4) + RandomHorizontalFlip (here on an NCHW batch)."""
+    RandomCrop(padding=padding) + RandomHorizontalFlip (here on an NCHW batch)."""
     import torch
 
     n, c, h, w = batch.shape
@@ -117,6 +117,7 @@ def run_fast_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: i
     import torch
     from torch_models import count_params, create_torch_model
 
+    from ms_resnet.data.folder import crop_padding
     from ms_resnet.network import model_kwargs
     from ms_resnet.optim import lr_per_step
     from ms_resnet.whitening import patch_whitening, whitening_sample
@@ -147,6 +148,7 @@ def run_fast_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: i
     train_y, test_y = torch.from_numpy(train_y), torch.from_numpy(test_y)
     epochs = epochs or config.epochs
     batch, steps = config.batch_size, len(train_x) // config.batch_size
+    padding = crop_padding(32) if config.crop_padding is None else config.crop_padding
     # As ms_resnet.optim: weight decay on conv/dense weights only; BN betas at bn_beta_lr x lr.
     betas = {id(m.bias) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -167,7 +169,7 @@ def run_fast_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: i
                                               "label_smoothing", "lr_schedule", "epochs",
                                               "eval_flip", "whiten_stem", "dirac_init",
                                               "bn_momentum", "freeze_bn_gamma", "bn_beta_lr",
-                                              "momentum", "seed")}}
+                                              "momentum", "crop_padding", "seed")}}
     metrics = metrics_header(recipe, count_params(model), threads)
     step = 0
     for epoch in range(1, epochs + 1):
@@ -176,7 +178,7 @@ def run_fast_torch(out_dir: Path, data_dir: Path, epochs: int | None, threads: i
         order = torch.randperm(len(train_x), generator=generator)
         for i in range(steps):
             chosen = order[i * batch:(i + 1) * batch]
-            images = normalise(_crop_flip(train_x[chosen], generator))
+            images = normalise(_crop_flip(train_x[chosen], generator, padding))
             for group in optimizer.param_groups:
                 group["lr"] = float(schedule[step]) * group["scale"]
             optimizer.zero_grad()

@@ -120,6 +120,9 @@ class Config:
                                           low=1)
     augment: bool = _field(True, "training augmentation (random crop; flip where valid; a "
                            "folder: the augmentation key)")
+    crop_padding: int | None = _field(None, "pixels of padding around the image before the "
+                                      "random crop (default: the dataset's; CIFAR and folders: "
+                                      "1/8 of the side, 4 px at 32)", low=0)
     random_erasing: float = _field(0.0, "probability of replacing a random rectangle of each "
                                    "training image with noise (Zhong et al. 2017); needs augment",
                                    low=0.0, high=1.0)
@@ -127,6 +130,9 @@ class Config:
     eval_batch_size: int = _field(256, "evaluation batch size", low=1)
     eval_flip: bool = _field(False, "evaluate (and export) the mean of the logits of each image "
                              "and its mirror image; only for datasets whose classes survive a flip")
+    eval_translate: bool = _field(False, "with eval_flip: average in (1/4 each) the flip-averaged "
+                                  "logits of the image shifted 1 px up-left and 1 px down-right "
+                                  "(airbench's test-time augmentation; 3x the evaluation time)")
     # model
     model: str = _field("resnet20", "network name (see `ms-resnet models`)", _model_names)
     shortcut: str | None = _field(
@@ -355,6 +361,9 @@ def build_config(config_path: str | Path | None = None,
         if not get_dataset_info(config.dataset).hflip:
             raise ConfigError(f"{source('eval_flip')}: eval_flip: {config.dataset} images change "
                               "meaning when mirrored (e.g. digits); expected false")
+    if config.eval_translate and not config.eval_flip:
+        raise ConfigError(f"{source('eval_translate')}: eval_translate: true averages "
+                          "flip-averaged views; expected eval_flip: true with it")
     if config.random_erasing and not config.augment:
         raise ConfigError(f"{source('random_erasing')}: random_erasing: {config.random_erasing} "
                           "needs augment: true; expected 0.0 without augmentation")

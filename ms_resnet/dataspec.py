@@ -69,4 +69,5 @@ def create_split(config: Config, split: str, batch_size: int, data_dir: str | Pa
     """`create_dataset` for the config's dataset (data_dir: the config's unless given)."""
     return create_dataset(config.dataset, split, batch_size,
                           data_dir=str(data_dir or config.data_dir or "") or None,
-                          folder=folder_spec(config), **kwargs)
+                          folder=folder_spec(config), crop_padding=config.crop_padding,
+                          **kwargs)

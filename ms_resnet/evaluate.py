@@ -55,7 +55,10 @@ def gradcam_grid(classifier: Classifier, inputs: np.ndarray, images: np.ndarray,
     except UserError as exc:
         print(f"note: no gradcam.png: {exc}")
         return []
-    maps = explainer.explain(inputs).maps
+    # The classifier's own predictions: under eval_translate the explain graph's logits are
+    # the flip-averaged ones only, which may rank the classes differently.
+    chosen = [classifier.classes.index(name) for name in predicted]
+    maps = explainer.explain(inputs, chosen).maps
     return [plots.save_prediction_grid(images, predicted, actual, output_dir / "gradcam.png",
                                        heat=maps)]
 

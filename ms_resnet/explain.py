@@ -205,7 +205,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     layer = explainer.layer
     inputs = np.stack([load_image(path, classifier, args.invert, args.max_pixels)
                        for path in paths])
-    result = explainer.explain(inputs, None if target is None else [target] * len(paths))
+    # The classifier's own prediction by default: under eval_translate the explain graph's
+    # logits are the flip-averaged ones only, which may rank the classes differently.
+    targets = ([target] * len(paths) if target is not None
+               else list(classifier.logits(inputs).argmax(axis=1)))
+    result = explainer.explain(inputs, targets)
 
     from ms_resnet import plots
 

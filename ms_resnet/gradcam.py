@@ -149,7 +149,8 @@ class GradCam(nn.Cell):
     A target of -1 (`PREDICTED`) explains the image's predicted class. Each map is >= 0 and
     scaled to a maximum of 1 (all zeros when no feature speaks for the class). With
     `flip=True` (a model evaluated flip-averaged, config `eval_flip`) the logits are the two
-    views' mean, as in evaluation, and the map is the mean of both views' maps.
+    views' mean, as in evaluation, and the map is the mean of both views' maps. (Under
+    `eval_translate` they stay the two views' mean: `explained_network`.)
     """
 
     def __init__(self, net: ResNet, layer: str, method: str = DEFAULT_METHOD,
@@ -207,6 +208,15 @@ class GradCam(nn.Cell):
 def bare_network(network: nn.Cell) -> nn.Cell:
     """The ResNet inside an evaluation wrapper (FlipAverage), or `network` itself."""
     return network.network if isinstance(network, FlipAverage) else network
+
+
+def explained_network(network: nn.Cell) -> nn.Cell:
+    """The network whose logits a Grad-CAM graph of `network` gives: `network` itself, except
+    that translate averaging (`eval_translate`) is left out; the graph explains the
+    flip-averaged logits, whose maps need no shifting back."""
+    if isinstance(network, FlipAverage) and network.translate:
+        return FlipAverage(network.network)
+    return network
 
 
 def explainable(network: nn.Cell) -> bool:

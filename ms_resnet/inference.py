@@ -51,6 +51,7 @@ class Classifier:
         """What an exported model needs beside it to be used without this repository."""
         return {"dataset": self.dataset, "model": getattr(self.config, "model", None),
                 "flip_averaged": bool(getattr(self.config, "eval_flip", False)),
+                "translate_averaged": bool(getattr(self.config, "eval_translate", False)),
                 "input_shape": list(input_shape), "channel_order": "NCHW",
                 "pixel_scale": 1 / 255, "mean": list(self.mean), "std": list(self.std),
                 "classes": list(self.classes), "title": self.title or self.dataset,

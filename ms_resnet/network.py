@@ -46,8 +46,11 @@ def classifier_names(net: nn.Cell) -> set[str]:
 
 
 def inference_network(net: nn.Cell, config: Config) -> nn.Cell:
-    """The network as it is evaluated and exported: under `eval_flip`, flip-averaged."""
-    return FlipAverage(net) if config.eval_flip else net
+    """The network as it is evaluated and exported: under `eval_flip`, flip-averaged (and
+    under `eval_translate`, also over 1-px shifts)."""
+    if not config.eval_flip:
+        return net
+    return FlipAverage(net, translate=config.eval_translate)
 
 
 def build_second_network(config: Config) -> nn.Cell:

@@ -109,6 +109,13 @@ def test_freeze_bn_gamma_refuses_zero_init_residual() -> None:
                      {"freeze_bn_gamma": "true", "zero_init_residual": "true"})
 
 
+def test_eval_translate_needs_eval_flip() -> None:
+    with pytest.raises(ConfigError, match="command line: eval_translate: true averages "
+                                          "flip-averaged views; expected eval_flip: true"):
+        build_config(ROOT / "configs" / "cifar10_fast.yaml",
+                     {"eval_translate": "true", "eval_flip": "false"})
+
+
 def test_whiten_stem_needs_a_2x2_stem() -> None:
     with pytest.raises(ConfigError, match="whiten_stem: model resnet20 does not start with a 2x2"):
         whitening_conv(create_model("resnet20"), "resnet20")

@@ -31,7 +31,8 @@ def test_every_dataset_has_a_config_and_every_config_loads() -> None:
         optional = {"data_dir", "num_samples", "eval_num_samples", "shortcut", "warmup_epochs",
                     "ckpt_dir", "distribute", "pretrained", "freeze_backbone", "classes",
                     "freeze_epochs", "backbone_lr", "whiten_stem", "dirac_init",
-                    "bn_momentum", "freeze_bn_gamma", "bn_beta_lr",
+                    "bn_momentum", "freeze_bn_gamma", "bn_beta_lr", "crop_padding",
+                    "eval_translate",
                     "mean", "std", "device_id", "stem_pool_padding"}
         if config.dataset != "folder":
             optional |= FOLDER_KEYS

@@ -164,6 +164,17 @@ def test_training_pipeline_augments_and_drops_the_last_partial_batch(mnist_small
     assert len(set(found)) > 10
 
 
+def test_crop_padding_bounds_the_random_shift(mnist_small: Path) -> None:
+    plain = create_dataset("mnist", "train", 100, data_dir=str(mnist_small), num_samples=100,
+                           train=False)
+    shifted = create_dataset("mnist", "train", 100, data_dir=str(mnist_small), num_samples=100,
+                             crop_padding=1)
+    shifts = _shifted_copies(_batches(plain)[0], 2)  # the dataset's own padding is 2 px
+    found = [shifts.get(crop.tobytes()) for crop in _batches(shifted)[0]]
+    assert None not in found
+    assert max(max(abs(dy), abs(dx)) for dy, dx in found) == 1  # never 2 px, as without it
+
+
 def test_random_erasing_adds_noise_to_training_images_only(mnist_small: Path) -> None:
     def has_noise(images: np.ndarray) -> np.ndarray:
         # Normalised 8-bit pixels take 256 values; standard-normal noise takes almost none.

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from ms_resnet.errors import UserError
 from ms_resnet.export import ParityError, check_parity
 from ms_resnet.inference import Classifier, from_mindir
-from ms_resnet.models import create_model
+from ms_resnet.models import FlipAverage, create_model
 from tests import fakedata
 from tests.conftest import run_command
 
@@ -134,6 +134,26 @@ def test_parity_check_catches_a_different_model() -> None:
     with pytest.raises(ParityError, match=r"shifted.mindir: exported model differs .* "
                                           r"max \|logit difference\| 0.001"):
         check_parity(reference, shifted, images, 4)
+
+
+def test_eval_translate_is_exported(tmp_path: Path) -> None:
+    data = tmp_path / "fashion_mnist"
+    fakedata.make_mnist_like(data, n_train=32, n_test=64, gz=False, seed=5)
+    (tmp_path / "config.yaml").write_text(f"dataset: fashion_mnist\nmodel: fast_resnet8\n"
+                                          f"eval_flip: true\neval_translate: true\n"
+                                          f"data_dir: {data}\n")
+    net = create_model("fast_resnet8", 10, 1, 28)
+    ms.save_checkpoint(net, str(tmp_path / "best.ckpt"))
+    _ok(run_command("export.py", "--ckpt", str(tmp_path / "best.ckpt"), "--parity_samples",
+                    "64"))
+    sidecar = json.loads((tmp_path / "best.json").read_text())
+    assert sidecar["flip_averaged"] is True and sidecar["translate_averaged"] is True
+    net.set_train(False)
+    images = np.random.default_rng(1).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    expected = FlipAverage(net, translate=True)(ms.Tensor(images)).asnumpy()
+    exported = from_mindir(tmp_path / "best.mindir").logits(images)
+    np.testing.assert_allclose(exported, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(exported - FlipAverage(net)(ms.Tensor(images)).asnumpy()).max() > 1e-4
 
 
 def test_eval_flip_is_measured_and_exported(tmp_path: Path) -> None:

@@ -279,6 +279,24 @@ def test_flip_average_is_the_mean_over_the_mirror_image(graph_mode):
     assert [p.name for p in wrapped.get_parameters()] == [p.name for p in net.get_parameters()]
 
 
+def test_translate_average_adds_two_reflected_one_pixel_shifts(graph_mode):
+    net = create_model("fast_resnet8", in_channels=1)
+    net.set_train(False)
+    wrapped = FlipAverage(net, translate=True)
+    x = tensor(2, 1, 28, 28).asnumpy()
+
+    def mirrored(images: np.ndarray) -> np.ndarray:
+        return (net(ms.Tensor(np.ascontiguousarray(images))).asnumpy() +
+                net(ms.Tensor(np.ascontiguousarray(images[..., ::-1]))).asnumpy()) / 2
+
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    expected = (mirrored(x) / 2 + mirrored(padded[:, :, :28, :28]) / 4 +
+                mirrored(padded[:, :, 2:, 2:]) / 4)
+    averaged = wrapped(ms.Tensor(x)).asnumpy()
+    np.testing.assert_allclose(averaged, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(averaged - FlipAverage(net)(ms.Tensor(x)).asnumpy()).max() > 1e-4
+
+
 @pytest.mark.parametrize(("block", "in_channels", "channels", "stride"), [
     (BasicBlock, 16, 16, 1), (BasicBlock, 16, 32, 2), (Bottleneck, 64, 16, 1),
     (Bottleneck, 64, 32, 2)])

@@ -341,7 +341,8 @@ def eval_resize(image_size: int, eval_crop: float) -> list:
     return [vision.Resize(round(image_size / eval_crop)), vision.CenterCrop(image_size)]
 
 
-def folder_transforms(spec: FolderSpec, train: bool, augment: bool = True) -> list:
+def folder_transforms(spec: FolderSpec, train: bool, augment: bool = True,
+                      padding: int | None = None) -> list:
     """Per-image ops from an encoded file to a normalised CHW float32 array."""
     from mindspore.dataset import vision
     size, how = spec.image_size, spec.augmentation if (train and augment) else "none"
@@ -353,7 +354,8 @@ def folder_transforms(spec: FolderSpec, train: bool, augment: bool = True) -> li
     else:
         ops += eval_resize(size, spec.eval_crop)
     if how in ("crop", "crop_flip"):
-        ops.append(vision.RandomCrop(size, padding=crop_padding(size)))
+        ops.append(vision.RandomCrop(size, padding=crop_padding(size) if padding is None
+                                     else padding))
     if how.endswith("flip"):
         ops.append(vision.RandomHorizontalFlip())
     return ops + _to_tensor(spec)

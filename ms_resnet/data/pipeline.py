@@ -56,11 +56,13 @@ def _reader(info: DatasetInfo, folder: Path, split: str, shuffle: bool,
     return reader_cls(str(folder), **kwargs)
 
 
-def image_transforms(info: DatasetInfo, train: bool, augment: bool = True) -> list:
+def image_transforms(info: DatasetInfo, train: bool, augment: bool = True,
+                     crop_padding: int | None = None) -> list:
     """Per-image ops on HWC uint8 input; the result is a normalised CHW float32 array."""
     ops = []
     if train and augment:
-        ops.append(vision.RandomCrop(info.image_size, padding=info.crop_padding))
+        padding = info.crop_padding if crop_padding is None else crop_padding
+        ops.append(vision.RandomCrop(info.image_size, padding=padding))
         if info.hflip:
             ops.append(vision.RandomHorizontalFlip())
     ops += [vision.Rescale(1.0 / 255.0, 0.0),
@@ -75,7 +77,8 @@ def create_dataset(dataset: str, split: str, batch_size: int, *,
                    num_samples: int | None = None,
                    num_shards: int | None = None, shard_id: int | None = None,
                    num_parallel_workers: int = 2,
-                   folder: FolderSpec | None = None) -> ds.Dataset:
+                   folder: FolderSpec | None = None,
+                   crop_padding: int | None = None) -> ds.Dataset:
     """Build the batched pipeline for one split.
 
     `dataset` "folder" reads your own images from `data_dir` as `folder` describes them (class
@@ -83,7 +86,8 @@ def create_dataset(dataset: str, split: str, batch_size: int, *,
 
     `train` (default: split == "train") turns on shuffling, augmentation and dropping the last
     partial batch, which keeps every training step the same shape so the graph compiles once.
-    `random_erasing` is the probability of erasing a rectangle of a training image.
+    `random_erasing` is the probability of erasing a rectangle of a training image;
+    `crop_padding` the pixels of the random crop's padding (default: the dataset's).
     """
     train = split == "train" if train is None else train
     # MindSpore refuses more workers than CPUs: a config written for a bigger machine still runs.
@@ -96,13 +100,13 @@ def create_dataset(dataset: str, split: str, batch_size: int, *,
         check_images(layout.root, layout.train + layout.eval_files)
         data = folder_reader(layout, split, folder, train, num_samples, num_shards, shard_id,
                              num_parallel_workers)
-        ops = folder_transforms(folder, train, augment)
+        ops = folder_transforms(folder, train, augment, crop_padding)
     else:
         info = get_dataset_info(dataset)
         reader_dir = prepare_split(info, resolve_data_dir(dataset, data_dir), split)
         data = _reader(info, reader_dir, split, train, num_samples, num_shards, shard_id,
                        num_parallel_workers)
-        ops = image_transforms(info, train, augment)
+        ops = image_transforms(info, train, augment, crop_padding)
     data = data.map(operations=ops, input_columns="image",
                     num_parallel_workers=num_parallel_workers)
     if train and augment and random_erasing:
