@@ -23,13 +23,10 @@ def build_network(config: Config) -> nn.Cell:
 def model_kwargs(config: Config) -> dict[str, Any]:
     """The config's keys that shape the registered model (create_model's keyword arguments;
     the PyTorch twin in benchmarks/ takes the same)."""
-    kwargs: dict[str, Any] = {"zero_init_residual": config.zero_init_residual}
+    kwargs: dict[str, Any] = {key: getattr(config, key) for key in (
+        "zero_init_residual", "dirac_init", "bn_momentum", "freeze_bn_gamma")}
     if config.shortcut:
         kwargs["shortcut"] = config.shortcut
-    # Only when set: the defaults build exactly the networks (and random draws) of before.
-    for key, default in (("dirac_init", False), ("bn_momentum", 0.9), ("freeze_bn_gamma", False)):
-        if getattr(config, key) != default:
-            kwargs[key] = getattr(config, key)
     if config.stem_pool_padding != "symmetric":
         if config.model not in IMAGENET_RESNETS:
             raise ConfigError(f"stem_pool_padding: {config.stem_pool_padding} applies to "
