@@ -60,6 +60,7 @@ def distributed_run(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory)
             "metrics": json.loads((ckpt_dir / "metrics.json").read_text())}
 
 
+@pytest.mark.slow  # CI's second step: the 2-worker run with its delayed evaluation takes ~100 s
 def test_evaluation_longer_than_the_collective_timeout(distributed_run: dict) -> None:
     """Acceptance 2: every rank evaluates (its shard) at the same time, so none waits in a
     collective while another evaluates, however long evaluation takes."""
@@ -70,6 +71,7 @@ def test_evaluation_longer_than_the_collective_timeout(distributed_run: dict) ->
     assert [e["test_images"] for e in epochs] == [EVAL_IMAGES, EVAL_IMAGES]
 
 
+@pytest.mark.slow  # CI's second step: the 2-worker run with its delayed evaluation takes ~100 s
 def test_ranks_end_with_identical_weights(distributed_run: dict) -> None:
     digests = _digests(distributed_run["dir"] / "logs")
     assert digests[0] == digests[1]
@@ -84,6 +86,7 @@ def test_ranks_end_with_identical_weights(distributed_run: dict) -> None:
     assert evaluated[0] == evaluated[1] == parameter_digest(net, trainable_only=False)
 
 
+@pytest.mark.slow  # CI's second step: the 2-worker run with its delayed evaluation takes ~100 s
 def test_only_rank_0_reports_and_writes(distributed_run: dict) -> None:
     folder = distributed_run["dir"]
     assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [
@@ -98,6 +101,7 @@ def test_only_rank_0_reports_and_writes(distributed_run: dict) -> None:
     assert "on 2 workers" in distributed_run["stdout"]
 
 
+@pytest.mark.slow  # CI's second step: the 2-worker run with its delayed evaluation takes ~100 s
 def test_accuracy_matches_a_single_process_run(distributed_run: dict, mnist_run: dict) -> None:
     single, parallel = mnist_run["metrics"], distributed_run["metrics"]
     assert single["config"]["batch_size"] == 2 * parallel["config"]["batch_size"]
@@ -116,6 +120,7 @@ def test_accuracy_matches_a_single_process_run(distributed_run: dict, mnist_run:
     assert evaluated["loss"] == pytest.approx(best["test_loss"], rel=1e-5)
 
 
+@pytest.mark.slow  # CI's second step: the 2-worker run with its delayed evaluation takes ~100 s
 def test_resume_on_another_worker_count_is_refused(distributed_run: dict) -> None:
     last = distributed_run["dir"] / "last.ckpt"
     before = last.read_bytes()
